@@ -1,0 +1,18 @@
+"""softops: differentiable relaxations of discrete array operations.
+
+Native in PyTorch, JAX and NumPy: the caller's arrays go in, arrays of the same
+framework, device and dtype come out, and the framework's own autodiff, ``jit``,
+``vmap`` and ``torch.compile`` see through every operation.
+"""
+
+from softops.select import argmax_weights, soft_argmax, soft_argmin, soft_max, soft_min
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "argmax_weights",
+    "soft_argmax",
+    "soft_argmin",
+    "soft_max",
+    "soft_min",
+]

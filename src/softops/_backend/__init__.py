@@ -1,0 +1,84 @@
+"""The backend layer: everything that differs between array frameworks.
+
+Algorithms in softops are written once against the Python Array API
+(``xp = backend.xp``).  What the Array API lacks lives here, one small module per
+framework:
+
+* ``stop_gradient(x)``: the value of ``x`` with no gradient flowing back;
+* ``custom_vjp(fwd, bwd)``: register a hand-written vector-Jacobian product for a
+  function of arrays (``torch.autograd.Function`` / ``jax.custom_vjp``);
+* ``gumbel(key, shape, dtype, like)``: standard Gumbel noise from the caller's kind
+  of random key.
+
+``backend_of(x)`` picks the backend from the type of ``x`` by looking it up in
+``sys.modules``: a framework that the caller has not imported is never imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+__all__ = ["Backend", "backend_of"]
+
+
+class Backend:
+    """Interface of a framework backend (see the module docstring)."""
+
+    name: str
+    xp: Any
+    differentiable: bool
+
+    def stop_gradient(self, x):
+        raise NotImplementedError
+
+    def device(self, x):
+        """What to pass as ``device=`` to make an array next to ``x``."""
+        return x.device
+
+    def custom_vjp(self, fwd: Callable, bwd: Callable) -> Callable:
+        """Return ``f(*arrays)`` whose value is ``fwd(xp, *arrays)[0]``.
+
+        ``fwd(xp, *arrays) -> (out, residuals)`` computes the output and a tuple of
+        further arrays kept for the backward pass (not ``out`` itself, which is
+        always kept); ``bwd(xp, out, residuals, g) -> grads`` maps the cotangent
+        ``g`` of ``out`` to one cotangent per input array.  Both are
+        written against the Array API namespace ``xp`` and must be hashable
+        (module-level functions, or ``functools.partial`` of them), so that the
+        registered framework function is built once and reused (jit caches and
+        ``torch.compile`` graphs stay valid).
+        """
+        raise NotImplementedError
+
+    def gumbel(self, key, shape: tuple[int, ...], dtype, like):
+        """Standard Gumbel noise of ``shape`` and ``dtype`` on the device of ``like``."""
+        raise NotImplementedError
+
+
+def _is_instance_of_loaded(x, module: str, attribute: str) -> bool:
+    mod = sys.modules.get(module)
+    if mod is None:
+        return False
+    cls = getattr(mod, attribute, None)
+    return cls is not None and isinstance(x, cls)
+
+
+def backend_of(x) -> Backend:
+    """The backend of array ``x``; raises TypeError for anything else."""
+    if _is_instance_of_loaded(x, "torch", "Tensor"):
+        from softops._backend._torch import TORCH
+
+        return TORCH
+    if _is_instance_of_loaded(x, "jax", "Array"):
+        from softops._backend._jax import JAX
+
+        return JAX
+    if _is_instance_of_loaded(x, "numpy", "ndarray") or _is_instance_of_loaded(
+        x, "numpy", "generic"
+    ):
+        from softops._backend._numpy import NUMPY
+
+        return NUMPY
+    raise TypeError(
+        f"x must be a PyTorch tensor, a JAX array or a NumPy array, got {type(x).__name__}"
+    )

@@ -1,0 +1,43 @@
+"""NumPy backend: forward values only (NumPy has no autodiff)."""
+
+from __future__ import annotations
+
+import numbers
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+
+from softops._backend import Backend
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = xp_numpy
+    differentiable = False
+
+    def stop_gradient(self, x):
+        return x
+
+    def device(self, x):
+        return "cpu"  # NumPy 1.x arrays have no .device
+
+    def custom_vjp(self, fwd, bwd):
+        def forward_only(*arrays):
+            return fwd(xp_numpy, *arrays)[0]
+
+        return forward_only
+
+    def gumbel(self, key, shape, dtype, like):
+        if isinstance(key, np.random.Generator):
+            rng = key
+        elif isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            rng = np.random.default_rng(int(key))
+        else:
+            raise TypeError(
+                "key must be a numpy.random.Generator or an int seed for NumPy input, "
+                f"got {type(key).__name__}"
+            )
+        return rng.gumbel(size=shape).astype(dtype, copy=False)
+
+
+NUMPY = NumpyBackend()

@@ -1,0 +1,116 @@
+"""Argument checks shared by every public operation.
+
+Each check raises a ``TypeError`` (wrong kind of thing) or ``ValueError`` (right
+kind, wrong value) whose message names the argument and what is allowed.  Checks
+never synchronise with an accelerator and never break a trace: values of traced or
+on-device arrays are not inspected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+
+from softops._backend import Backend, backend_of
+
+
+def check_float_array(x, name: str = "x") -> Backend:
+    """Return the backend of ``x``, which must be a real floating array."""
+    try:
+        backend = backend_of(x)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a PyTorch tensor, a JAX array or a NumPy array, "
+            f"got {type(x).__name__}"
+        ) from None
+    if not backend.xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"{name} must have a real floating dtype (float16, bfloat16, float32 or "
+            f"float64), got {x.dtype}; convert it first, e.g. x.astype(float)"
+        )
+    return backend
+
+
+def concrete_scalar(value) -> float | None:
+    """The value of a 0-d array as a Python float, or None where reading it would
+    cost a device sync or break a trace (jax tracers, torch under compile or on an
+    accelerator)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if value.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        try:  # fails inside torch.func transforms, where the value is not known
+            return float(value.detach())
+        except RuntimeError:
+            return None
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(value, jax.Array):
+        if isinstance(value, jax.core.Tracer):
+            return None
+        return float(value)
+    return float(value)
+
+
+def check_temperature(temperature, backend: Backend, name: str = "temperature"):
+    """Return the temperature, a positive finite Python float or 0-d array of the
+    input's framework (so that it can be learned)."""
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, numbers.Real) or hasattr(temperature, "shape")
+    ):
+        raise TypeError(f"{name} must be a positive real number, got {temperature!r}")
+    if isinstance(temperature, numbers.Real):  # Python and NumPy scalars
+        temperature = float(temperature)
+        value = temperature
+    else:
+        try:
+            same_framework = backend_of(temperature) is backend
+        except TypeError:
+            same_framework = False
+        if not same_framework:
+            raise TypeError(
+                f"{name} must be a Python number or a 0-d array of the same framework "
+                f"as x ({backend.name}), got {type(temperature).__name__}"
+            )
+        if tuple(temperature.shape) != ():
+            raise ValueError(
+                f"{name} must be a scalar (0-d array), got shape {tuple(temperature.shape)}"
+            )
+        value = concrete_scalar(temperature)
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return temperature
+
+
+def check_flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(value, name: str, allowed) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}"
+        )
+    return value
+
+
+def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """Non-negative axes from an int or a tuple of ints; checks range and repeats."""
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    if not axes:
+        raise ValueError(f"{name} must name at least one axis, got {axis!r}")
+    result = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"{name}={axis!r} is out of range for an array with {ndim} dimension(s); "
+                f"allowed: {-ndim} to {ndim - 1}"
+            )
+        result.append(int(a) % ndim)
+    if len(set(result)) != len(result):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return tuple(result)

@@ -1,0 +1,47 @@
+"""Fixtures: ``backend`` runs a test once per installed framework.
+
+``SOFTOPS_REQUIRED_BACKENDS`` (comma-separated; default ``numpy,torch,jax``) names
+the frameworks that must be importable: ``test_backends_installed`` fails when one
+is missing, so that no backend is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from harness import HARNESSES
+
+settings.register_profile(
+    "softops",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("softops")
+
+REQUIRED_BACKENDS = [
+    name.strip()
+    for name in os.environ.get("SOFTOPS_REQUIRED_BACKENDS", "numpy,torch,jax").split(",")
+    if name.strip()
+]
+
+
+@pytest.fixture(params=HARNESSES, ids=lambda h: h.name)
+def backend(request):
+    """A test harness for one framework (see ``harness.py``)."""
+    return request.param
+
+
+@pytest.fixture(params=[h for h in HARNESSES if h.differentiable], ids=lambda h: h.name)
+def diff_backend(request):
+    """A harness for one framework with autodiff (PyTorch, JAX)."""
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -1,0 +1,165 @@
+"""One interface to every array framework, so that each test runs on all of them.
+
+A ``Harness`` converts NumPy test data into the framework's arrays and back, and
+knows how to take gradients, jit and vmap there.  ``HARNESSES`` holds one for each
+framework that imports; ``conftest.py`` turns them into the ``backend`` fixture.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+
+class Harness:
+    name: str
+    differentiable = True
+    has_bfloat16 = True
+
+    def asarray(self, a, dtype="float64"):
+        raise NotImplementedError
+
+    def to_numpy(self, a) -> np.ndarray:
+        raise NotImplementedError
+
+    def dtype(self, name: str):
+        raise NotImplementedError
+
+    def vjp(self, f, x: np.ndarray, cotangent: np.ndarray, dtype="float64") -> np.ndarray:
+        """Gradient of ``sum(f(x) * cotangent)`` with respect to ``x``."""
+        raise NotImplementedError
+
+    def jit(self, f):
+        raise NotImplementedError
+
+    def vmap(self, f):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return self.name
+
+
+class NumpyHarness(Harness):
+    name = "numpy"
+    differentiable = False
+    has_bfloat16 = False
+
+    def __init__(self):
+        self.xp = np
+
+    def asarray(self, a, dtype="float64"):
+        return np.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        return np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind == "f" else np.asarray(a)
+
+    def dtype(self, name):
+        return np.dtype(name)
+
+    def jit(self, f):
+        return f
+
+    def vmap(self, f):
+        def mapped(x, *args):
+            return np.stack([f(row, *args) for row in x])
+
+        return mapped
+
+
+class TorchHarness(Harness):
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+        self.xp = torch
+
+    def dtype(self, name):
+        return getattr(self.torch, name)
+
+    def asarray(self, a, dtype="float64"):
+        return self.torch.as_tensor(np.asarray(a, dtype=np.float64)).to(self.dtype(dtype))
+
+    def to_numpy(self, a):
+        if isinstance(a, self.torch.Tensor):
+            a = a.detach()
+            return (a.double() if a.is_floating_point() else a).numpy()
+        return np.asarray(a)
+
+    def vjp(self, f, x, cotangent, dtype="float64"):
+        t = self.asarray(x, dtype).requires_grad_(True)
+        out = f(t)
+        (g,) = self.torch.autograd.grad(out, t, self.asarray(cotangent, str(out.dtype)[6:]))
+        return self.to_numpy(g)
+
+    def jit(self, f):
+        # Tests compile many closures of one code object: start each from a clean
+        # cache so that dynamo's recompile limit never trips.
+        self.torch._dynamo.reset()
+        return self.torch.compile(f, fullgraph=True, backend="aot_eager")
+
+    def vmap(self, f):
+        return self.torch.func.vmap(f)
+
+
+class JaxHarness(Harness):
+    name = "jax"
+
+    def __init__(self):
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        self.jax = jax
+        self.xp = jnp
+
+    def dtype(self, name):
+        return getattr(self.xp, name)
+
+    def asarray(self, a, dtype="float64"):
+        return self.xp.asarray(np.asarray(a, dtype=np.float64), dtype=self.dtype(dtype))
+
+    def to_numpy(self, a):
+        a = np.asarray(a)
+        return a.astype(np.float64) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
+
+    def vjp(self, f, x, cotangent, dtype="float64"):
+        out, pullback = self.jax.vjp(f, self.asarray(x, dtype))
+        (g,) = pullback(self.xp.asarray(cotangent, dtype=out.dtype))
+        return self.to_numpy(g)
+
+    def jit(self, f):
+        return self.jax.jit(f)
+
+    def vmap(self, f):
+        return self.jax.vmap(f)
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def make_harnesses():
+    harnesses = [NumpyHarness()]
+    if _available("torch"):
+        harnesses.append(TorchHarness())
+    if _available("jax"):
+        harnesses.append(JaxHarness())
+    return harnesses
+
+
+HARNESSES = make_harnesses()
+
+
+def finite_difference_vjp(f, x: np.ndarray, cotangent: np.ndarray, step=1e-6) -> np.ndarray:
+    """Central differences of ``sum(f(x) * cotangent)`` in float64 (``f`` on NumPy)."""
+    x = np.asarray(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += step
+        down[i] -= step
+        grad[i] = np.sum((np.asarray(f(up)) - np.asarray(f(down))) * cotangent) / (2 * step)
+    return grad
