@@ -167,9 +167,9 @@ def soft_argmax(
 
         >>> import numpy as np, softops
         >>> softops.soft_argmax(np.array([0.0, 0.0, 0.0, 0.0]), temperature=1e-6)
-        np.float64(1.5)
+        array(1.5)
         >>> softops.soft_argmax(np.array([8.0, 8.0, 8.0, 9.0]), temperature=0.01)
-        np.float64(3.0)
+        array(3.)
     """
     _check_common(method, WEIGHT_METHODS, hard, keepdims)
     p = prepare(x, axis, temperature)
@@ -195,7 +195,7 @@ def soft_argmin(
 
         >>> import numpy as np, softops
         >>> softops.soft_argmin(np.array([3.0, -1.0, 2.0]), temperature=1e-3)
-        np.float64(1.0)
+        array(1.)
     """
     check_float_array(x)
     return soft_argmax(
@@ -221,7 +221,7 @@ def soft_max(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
 
         >>> import numpy as np, softops
         >>> softops.soft_max(np.array([1.0, 2.0, 3.0]), method="sparsemax", temperature=2.0)
-        np.float64(2.75)
+        array(2.75)
     """
     _check_common(method, MAX_METHODS, hard, keepdims)
     p = prepare(x, axis, temperature)
