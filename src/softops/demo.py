@@ -12,6 +12,10 @@ def _fmt(values, digits=4):
     return f"[{body}]"
 
 
+def _item(tensor) -> float:
+    return tensor.detach().item()
+
+
 def _section(title):
     print()
     print(title)
@@ -26,7 +30,7 @@ def tour_select(torch, softops):
     for t in (1.0, 0.1, 0.01):
         index = softops.soft_argmax(x, temperature=t)
         (grad,) = torch.autograd.grad(index, x)
-        print(f"soft_argmax(temperature={t:<4}) = {index.item():.4f}   d index / d x = {_fmt(grad)}")
+        print(f"soft_argmax(temperature={t:<4}) = {_item(index):.4f}   d index / d x = {_fmt(grad)}")
 
     _section("2. Relaxed one-hot of argmax at x = [-2, 0, 0.5]")
     x = torch.tensor([-2.0, 0.0, 0.5], dtype=torch.float64, requires_grad=True)
@@ -46,11 +50,11 @@ def tour_select(torch, softops):
         x = torch.tensor(values, requires_grad=True)
         index = softops.soft_argmax(x, temperature=1e-3)
         (grad,) = torch.autograd.grad(softops.soft_argmax(x), x)
-        print(f"soft_argmax({_fmt(x, 0)}) = {index.item():.4f}; gradient at T=1: {_fmt(grad)}")
+        print(f"soft_argmax({_fmt(x, 0)}) = {_item(index):.4f}; gradient at T=1: {_fmt(grad)}")
     big = torch.tensor([1e30, -1e30, 3e29], requires_grad=True)
     index = softops.soft_argmax(big)
     (grad,) = torch.autograd.grad(index, big)
-    print(f"float32 +-1e30: soft_argmax = {index.item():.1f}, gradient finite: {bool(torch.isfinite(grad).all())}")
+    print(f"float32 +-1e30: soft_argmax = {_item(index):.1f}, gradient finite: {bool(torch.isfinite(grad).all())}")
     masked = torch.tensor([-float("inf"), 2.0, -float("inf"), 1.0])
     print(f"-inf entries are masks: weights = {_fmt(softops.argmax_weights(masked))}")
 
@@ -63,7 +67,7 @@ def tour_select(torch, softops):
     print(f"soft_argmax(heat, axis=(-2, -1)): shape {tuple(coords.shape)}, (i, j) = {_fmt(coords[0, 0], 3)}")
     coords[0, 0, 1].backward()
     g = heat.grad[0, 0]
-    print(f"d j / d heat[3, 8] = {g[3, 8].item():+.4f}, d j / d heat[3, 3] = {g[3, 3].item():+.4f}"
+    print(f"d j / d heat[3, 8] = {_item(g[3, 8]):+.4f}, d j / d heat[3, 3] = {_item(g[3, 3]):+.4f}"
           " (raising the right side moves the keypoint right)")
 
     _section("5. Soft max / min, and hard=True (exact forward, soft gradient)")
@@ -71,11 +75,11 @@ def tour_select(torch, softops):
     for method in ("softmax", "sparsemax", "entmax15", "logsumexp"):
         value = softops.soft_max(x, method=method)
         (grad,) = torch.autograd.grad(value, x)
-        print(f"soft_max[{method:<9}] = {value.item():.4f}   gradient = {_fmt(grad)}")
-    print(f"soft_min[softmax]   = {float(softops.soft_min(x)):.4f}")
+        print(f"soft_max[{method:<9}] = {_item(value):.4f}   gradient = {_fmt(grad)}")
+    print(f"soft_min[softmax]   = {_item(softops.soft_min(x)):.4f}")
     value = softops.soft_max(x, hard=True)
     (grad,) = torch.autograd.grad(value, x)
-    print(f"soft_max(hard=True) = {value.item():.4f}   gradient = {_fmt(grad)}")
+    print(f"soft_max(hard=True) = {_item(value):.4f}   gradient = {_fmt(grad)}")
 
 
 def run_demo() -> int:
