@@ -25,7 +25,9 @@ MODES = ("linear", "cubic", "nearest")
 
 
 def index_dtype(xp):
-    return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    """The namespace's default index dtype (int32 for JAX without x64)."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    return xp.int64 if info is None else info().default_dtypes()["indexing"]
 
 
 def fold(xp, m, n: int, padding: str):

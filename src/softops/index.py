@@ -319,10 +319,7 @@ def soft_index(index, size, *, kernel="linear", bandwidth=1.0, padding="clamp"):
     bandwidth = check_temperature(bandwidth, backend, "bandwidth")
     xp = backend.xp
     if xp.isdtype(index.dtype, "integral"):
-        dtype = xp.__array_namespace_info__().default_dtypes(device=backend.device(index))[
-            "real floating"
-        ] if backend.name != "numpy" else xp.float64
-        caller = dtype
+        dtype = caller = xp.asarray(0.0).dtype  # the default floating dtype
     else:
         caller = index.dtype
         dtype = compute_dtype(xp, index.dtype)
