@@ -217,7 +217,7 @@ def _log_lattice_sum(xp, t, bandwidth, kernel):
         # Two geometric series: sum_{j<=0} e^{-(t-j)/b} + sum_{j>=1} e^{-(j-t)/b}.
         a = -t / bandwidth
         b = -(1 - t) / bandwidth
-        return xp.logaddexp(a, b) - xp.log(-xp.expm1(-1 / bandwidth + 0 * t))
+        return xp.logaddexp(a, b) - xp.log(-xp.expm1(-1 / bandwidth))
     # Gaussian: the direct sum over j in [-8, 9] for narrow kernels, Poisson
     # summation sqrt(2 pi) b (1 + 2 sum_k e^{-2 pi^2 b^2 k^2} cos(2 pi k t)) for wide
     # ones (each truncation error < 1e-30 on its side of b = 1/2).
@@ -225,19 +225,21 @@ def _log_lattice_sum(xp, t, bandwidth, kernel):
     for j in range(-8, 10):
         term = _kernel_logits(xp, t - j, bandwidth, kernel)
         direct = term if direct is None else xp.logaddexp(direct, term)
-    series = 1.0 + 0 * t
+    series = xp.ones_like(t)
     for k in range(1, 5):
         series = series + 2 * xp.exp(-2 * math.pi**2 * (bandwidth * k) ** 2) * xp.cos(2 * math.pi * k * t)
-    poisson = math.log(math.sqrt(2 * math.pi)) + xp.log(bandwidth + 0 * t) + xp.log(
+    poisson = math.log(math.sqrt(2 * math.pi)) + xp.log(bandwidth) + xp.log(
         xp.clip(series, min=1e-30)
     )
-    return xp.where(bandwidth + 0 * t < 0.5, direct, poisson)
+    return xp.where(bandwidth < 0.5, direct, poisson)
 
 
 def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
     xp = backend.xp
     device = backend.device(x)
     j = xp.astype(xp.arange(size, device=device), x.dtype)
+    if isinstance(bandwidth, float):
+        bandwidth = xp.asarray(bandwidth, dtype=x.dtype, device=device)
     x = x[..., None]
     if padding == "zeros":
         # Far outside every weight is 0 in the working precision: clip there.
@@ -580,13 +582,13 @@ def soft_scatter_add(arr, weights, value, axis=0):
     return xp.astype(out, caller) if out.dtype != caller else out
 
 
-def _exact_write(xp, front, flat, inside, values):
+def _exact_write(xp, front, flat, inside, values, device):
     """Copy-and-set at integer flat positions (the last write wins on repeats)."""
     n = front.flat.shape[0]
     flat = xp.reshape(flat, (-1,))
     if flat.shape[0] == 0:
         return front.flat
-    positions = xp.arange(n, dtype=flat.dtype, device=None if front.flat.device is None else front.flat.device)
+    positions = xp.arange(n, dtype=flat.dtype, device=device)
     hit = flat[:, None] == positions
     if inside is not None:
         hit = hit & xp.reshape(inside, (-1,))[:, None]
@@ -635,7 +637,7 @@ def assign(arr, index, value, axis=0, *, mode="nearest", padding="clamp"):
     if mode == "nearest" or xp.isdtype(index.dtype, "integral"):
         per_axis = [taps(xp, c, n, "nearest", padding) for c, n in zip(coords, front.sizes)]
         ((flat, _, inside),) = combine(xp, per_axis, front.strides)
-        out = _exact_write(xp, front, flat, inside, values)
+        out = _exact_write(xp, front, flat, inside, values, backend.device(arr))
     else:
         per_axis = [soft_index(c, n, padding=padding) for c, n in zip(coords, front.sizes)]
         w = per_axis[0]
