@@ -210,9 +210,17 @@ def _kernel_logits(xp, d, bandwidth, kernel):
     return -(u * u) / 2 if kernel == "gaussian" else -xp.abs(u)
 
 
-def _log_lattice_sum(xp, t, bandwidth, kernel):
+def _logsumexp(backend, z):
+    """``log sum exp z`` over the last axis, shifted by its (constant) maximum."""
+    xp = backend.xp
+    shift = backend.stop_gradient(xp.max(z, axis=-1, keepdims=True))
+    return xp.log(xp.sum(xp.exp(z - shift), axis=-1)) + shift[..., 0]
+
+
+def _log_lattice_sum(backend, t, bandwidth, kernel):
     """``log sum_{j in Z} k(t - j)`` for ``t`` in ``[0, 1)``: the normaliser of a
     kernel over every integer position (used by padding='zeros')."""
+    xp = backend.xp
     if kernel == "laplace":
         # Two geometric series: sum_{j<=0} e^{-(t-j)/b} + sum_{j>=1} e^{-(j-t)/b}.
         a = -t / bandwidth
@@ -221,10 +229,8 @@ def _log_lattice_sum(xp, t, bandwidth, kernel):
     # Gaussian: the direct sum over j in [-8, 9] for narrow kernels, Poisson
     # summation sqrt(2 pi) b (1 + 2 sum_k e^{-2 pi^2 b^2 k^2} cos(2 pi k t)) for wide
     # ones (each truncation error < 1e-30 on its side of b = 1/2).
-    direct = None
-    for j in range(-8, 10):
-        term = _kernel_logits(xp, t - j, bandwidth, kernel)
-        direct = term if direct is None else xp.logaddexp(direct, term)
+    offsets = xp.astype(xp.arange(-8, 10, device=backend.device(t)), t.dtype)
+    direct = _logsumexp(backend, _kernel_logits(xp, t[..., None] - offsets, bandwidth, kernel))
     series = xp.ones_like(t)
     for k in range(1, 5):
         series = series + 2 * xp.exp(-2 * math.pi**2 * (bandwidth * k) ** 2) * xp.cos(2 * math.pi * k * t)
@@ -246,7 +252,7 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
         reach = 40.0 * bandwidth + 2.0
         x = xp.clip(x, -reach, size - 1 + reach)
         t = x - xp.floor(x)
-        logits = _kernel_logits(xp, x - j, bandwidth, kernel) - _log_lattice_sum(xp, t, bandwidth, kernel)
+        logits = _kernel_logits(xp, x - j, bandwidth, kernel) - _log_lattice_sum(backend, t, bandwidth, kernel)
         return xp.exp(logits)
     if padding == "clamp":
         logits = _kernel_logits(xp, xp.clip(x, 0.0, size - 1.0) - j, bandwidth, kernel)
