@@ -97,6 +97,11 @@ def _compute(xp, arrays, caller_dtype):
     ]
 
 
+def _cast(xp, out, dtype):
+    """The result in the caller's dtype."""
+    return xp.astype(out, dtype) if out.dtype != dtype else out
+
+
 def _axes_of(arr, axis):
     axes = normalize_axes(axis, arr.ndim)
     empty = [a for a in axes if arr.shape[a] == 0]
@@ -106,6 +111,10 @@ def _axes_of(arr, axis):
 
 
 # --- layout: the indexed axes first and flattened ----------------------------------
+
+
+def _inverse(perm):
+    return tuple(sorted(range(len(perm)), key=perm.__getitem__))
 
 
 class _Front:
@@ -127,10 +136,7 @@ class _Front:
     def restore(self, xp, y):
         """``(N, R)`` back to the caller's layout."""
         y = xp.reshape(y, self.sizes + self.rest_shape)
-        inverse = [0] * len(self.perm)
-        for position, source in enumerate(self.perm):
-            inverse[source] = position
-        return xp.permute_dims(y, tuple(inverse))
+        return xp.permute_dims(y, _inverse(self.perm))
 
     def _slot_perm(self, k):
         """Permutation taking ``(*I, *rest)`` (``len(I) == k``) to the slot layout
@@ -168,11 +174,8 @@ class _Front:
         v = xp.broadcast_to(v, shape)
         k = len(index_shape)
         perm = self._slot_perm(k)
-        inverse = [0] * len(perm)
-        for position, source in enumerate(perm):
-            inverse[source] = position
         if perm != tuple(range(len(perm))):
-            v = xp.permute_dims(v, tuple(inverse))
+            v = xp.permute_dims(v, _inverse(perm))
         return xp.reshape(v, (math.prod(index_shape), math.prod(self.rest_shape)))
 
 
@@ -341,7 +344,7 @@ def soft_index(index, size, *, kernel="linear", bandwidth=1.0, padding="clamp"):
     else:
         tap_list = taps(xp, index, size, kernel, padding)
         w = _dense_from_taps(xp, tap_list, size, dtype, backend.device(index))
-    return xp.astype(w, caller) if w.dtype != caller else w
+    return _cast(xp, w, caller)
 
 
 # --- reads ----------------------------------------------------------------------------
@@ -395,7 +398,7 @@ def lookup(arr, index, axis=0, *, mode="linear", padding="clamp", hard=False):
 
         >>> import numpy as np, softops
         >>> softops.lookup(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array(1.5))
-        np.float64(2.5)
+        array(2.5)
         >>> grid = np.arange(12.0).reshape(3, 4)
         >>> softops.lookup(grid, np.array([[0.5, 1.5], [1.5, 2.5]]), axis=(0, 1))
         array([3.5, 8.5])
@@ -417,7 +420,7 @@ def lookup(arr, index, axis=0, *, mode="linear", padding="clamp", hard=False):
 
     out = _read(xp, coords, front.sizes, front.strides, mode, padding, hard, backend, gather)
     out = front.to_slot(xp, out, index_shape)
-    return xp.astype(out, caller) if out.dtype != caller else out
+    return _cast(xp, out, caller)
 
 
 def _broadcast_shapes(*shapes, names):
@@ -473,7 +476,7 @@ def lookup_along_axis(arr, index, axis=-1, *, mode="linear", padding="clamp", ha
 
     out = _read(xp, [index], (arr.shape[-1],), (1,), mode, padding, hard, backend, gather)
     out = xp.moveaxis(out, -1, ax)
-    return xp.astype(out, caller) if out.dtype != caller else out
+    return _cast(xp, out, caller)
 
 
 def _weight_rows(xp, weights, front: _Front, name="weights"):
@@ -516,11 +519,11 @@ def soft_take(arr, weights, axis=0):
 
         >>> import numpy as np, softops
         >>> softops.soft_take(np.array([1.0, 2.0, 4.0]), np.array([0.0, 0.5, 0.5]))
-        np.float64(3.0)
+        array(3.)
     """
     backend, xp, caller, front, rows, positions, _ = _setup_weighted(arr, weights, axis)
     out = front.to_slot(xp, xp.matmul(rows, front.flat), positions)
-    return xp.astype(out, caller) if out.dtype != caller else out
+    return _cast(xp, out, caller)
 
 
 # --- writes -------------------------------------------------------------------------
@@ -565,7 +568,7 @@ def soft_assign(arr, weights, value, axis=0, *, erase=1.0):
     if erase_arg:
         erase = front.from_slot(xp, extra[1], positions, name="erase")
     out = front.restore(xp, _write(xp, front, rows, values, erase))
-    return xp.astype(out, caller) if out.dtype != caller else out
+    return _cast(xp, out, caller)
 
 
 def soft_scatter_add(arr, weights, value, axis=0):
@@ -585,7 +588,7 @@ def soft_scatter_add(arr, weights, value, axis=0):
     )
     values = front.from_slot(xp, extra[0], positions)
     out = front.restore(xp, front.flat + xp.matmul(xp.matrix_transpose(rows), values))
-    return xp.astype(out, caller) if out.dtype != caller else out
+    return _cast(xp, out, caller)
 
 
 def _exact_write(xp, front, flat, inside, values, device):
@@ -652,4 +655,4 @@ def assign(arr, index, value, axis=0, *, mode="nearest", padding="clamp"):
         rows = xp.reshape(w, (math.prod(index_shape), math.prod(front.sizes)))
         out = _write(xp, front, rows, values, 1.0)
     out = front.restore(xp, out)
-    return xp.astype(out, caller) if out.dtype != caller else out
+    return _cast(xp, out, caller)
