@@ -392,10 +392,21 @@ def test_hostile_indices_stay_finite(diff_backend, dtype):
                 assert np.isfinite(h.vjp(f, x, np.ones(out.shape))).all()
 
 
-def test_nan_index_reads_nan(backend):
-    out = softops.lookup(backend.asarray(np.arange(4.0)), backend.asarray([np.nan, 1.5]))
-    got = backend.to_numpy(out)
-    assert np.isnan(got[0]) and got[1] == 1.5
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_non_finite_index(backend, padding):
+    """NaN reads NaN in every mode; +-inf reads the far value for clamp/zeros and
+    NaN for the periodic paddings (no place on the circle); NaN writes nothing."""
+    a = backend.asarray(np.arange(1.0, 5.0))
+    x = backend.asarray([np.nan, np.inf, -np.inf, 1.5])
+    far = [4.0, 1.0] if padding == "clamp" else [0.0, 0.0] if padding == "zeros" else [np.nan, np.nan]
+    for mode in ["linear", "cubic", "nearest"]:
+        for hard in [False, True]:
+            got = backend.to_numpy(softops.lookup(a, x, mode=mode, padding=padding, hard=hard))
+            np.testing.assert_array_equal(got[:3], [np.nan] + far)
+    w = backend.to_numpy(softops.soft_index(x, 4, kernel="gaussian", padding=padding))
+    assert np.isnan(w[0]).all() and np.isfinite(w[3]).all()
+    out = softops.assign(a, backend.asarray([np.nan, 2.0]), backend.asarray(9.0), padding=padding)
+    np.testing.assert_array_equal(backend.to_numpy(out), [1, 2, 9, 4])
 
 
 def test_half_precision(backend, rng):

@@ -46,16 +46,17 @@ def fold(xp, m, n: int, padding: str):
 
 
 def reduce_coordinate(xp, x, n: int, padding: str):
-    """``x`` moved into a bounded range where every rule gives the same read:
-    periodic paddings take the remainder, the others clip to ``[-2, n+1]``
-    (beyond which every tap is an edge value or a zero).  NaN becomes 0 here; the
-    caller keeps the NaN in the weights."""
-    x = xp.where(xp.isnan(x), 0.0, x)
-    if padding == "wrap":
-        return xp.remainder(x, float(n))
-    if padding == "reflect":
-        return xp.remainder(x, float(max(2 * (n - 1), 1)))
-    return xp.clip(x, -2.0, n + 1.0)
+    """``(r, undefined)``: ``x`` moved into a bounded range where every rule gives
+    the same read (periodic paddings take the remainder, the others clip to
+    ``[-2, n+1]``, beyond which every tap is an edge value or a zero), and the mask
+    of coordinates with no defined read (NaN; also +-inf for periodic paddings),
+    which are replaced by 0 in ``r`` so that their positions stay safe."""
+    if padding in ("wrap", "reflect"):
+        undefined = ~xp.isfinite(x)
+        period = n if padding == "wrap" else max(2 * (n - 1), 1)
+        return xp.remainder(xp.where(undefined, 0.0, x), float(period)), undefined
+    undefined = xp.isnan(x)
+    return xp.clip(xp.where(undefined, 0.0, x), -2.0, n + 1.0), undefined
 
 
 def keys_weights(t):
@@ -78,14 +79,14 @@ def taps(xp, x, n: int, mode: str, padding: str):
     if xp.isdtype(x.dtype, "integral"):
         m, inside = fold(xp, xp.astype(x, int_dtype), n, padding)
         return [(m, None, inside)]
-    r = reduce_coordinate(xp, x, n, padding)
+    r, undefined = reduce_coordinate(xp, x, n, padding)
     if mode == "nearest":
+        # A coordinate with no defined read reads NaN (weight NaN, position safe).
+        weight = xp.where(undefined, xp.nan, xp.ones_like(r))
         m, inside = fold(xp, xp.astype(xp.floor(r + 0.5), int_dtype), n, padding)
-        return [(m, None, inside)]
+        return [(m, weight, inside)]
     base = xp.floor(r)
-    t = r - base
-    # A NaN coordinate reads NaN: its weights are NaN, its positions safe.
-    t = xp.where(xp.isnan(x), x, t)
+    t = xp.where(undefined, xp.nan, r - base)
     base = xp.astype(base, int_dtype)
     if mode == "linear":
         offsets, weights = (0, 1), (1 - t, t)

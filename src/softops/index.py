@@ -263,8 +263,9 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
         return xp.ones_like(x + j)
     else:
         period = size if padding == "wrap" else 2 * (size - 1)
-        y = xp.remainder(xp.where(xp.isnan(x), 0.0, x), float(period))
-        y = xp.where(xp.isnan(x), x, y)
+        finite = xp.isfinite(x)  # +-inf has no place on a periodic axis: NaN
+        y = xp.remainder(xp.where(finite, x, 0.0), float(period))
+        y = xp.where(finite, y, xp.nan)
         # Every image of sample j within one period either side of y.
         terms = [_kernel_logits(xp, y - j - m * period, bandwidth, kernel) for m in (-1, 0, 1)]
         if padding == "reflect":
@@ -645,7 +646,9 @@ def assign(arr, index, value, axis=0, *, mode="nearest", padding="clamp"):
     values = front.from_slot(xp, value, index_shape)
     if mode == "nearest" or xp.isdtype(index.dtype, "integral"):
         per_axis = [taps(xp, c, n, "nearest", padding) for c, n in zip(coords, front.sizes)]
-        ((flat, _, inside),) = combine(xp, per_axis, front.strides)
+        ((flat, weight, inside),) = combine(xp, per_axis, front.strides)
+        if weight is not None:  # a NaN coordinate writes nothing
+            inside = (weight == 1) if inside is None else inside & (weight == 1)
         out = _exact_write(xp, front, flat, inside, values, backend.device(arr))
     else:
         per_axis = [soft_index(c, n, padding=padding) for c, n in zip(coords, front.sizes)]
