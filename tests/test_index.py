@@ -384,7 +384,7 @@ def test_hostile_indices_stay_finite(diff_backend, dtype):
         for k, b in [("gaussian", 1e-3), ("gaussian", 1e3), ("laplace", 1e-3)]
     ]
     for padding in PADDINGS:
-        for op in ops if dtype == "float64" else ops[::2]:
+        for op in ops if dtype == "float64" else ops[0:3:2]:
             f = lambda i: op(i, padding)
             out = f(h.asarray(x, dtype))
             assert np.isfinite(h.to_numpy(out)).all()

@@ -18,7 +18,9 @@ What the array holds beyond its ends is set by ``padding`` ("clamp", "zeros",
 "wrap", "reflect"; see ``softops._interp``).  Lookups gather the 1, 2 or 4
 neighbours of each coordinate, never a dense ``size x size`` matrix.  Half
 precision is computed in float32; no finite index, however far outside, gives
-NaN or inf; a NaN index reads NaN.
+NaN or inf in a value or a gradient.  A NaN index reads NaN (and writes nothing);
+``+-inf`` reads the far edge value ("clamp") or 0 ("zeros"), and NaN for the
+periodic paddings, where it has no position.
 """
 
 from __future__ import annotations
