@@ -487,3 +487,16 @@ def test_torch_compile_inductor_fwd_bwd(rng):
     loss(arr, x).backward()
     torch.testing.assert_close(ga, arr.grad)
     torch.testing.assert_close(gx, x.grad)
+
+
+def test_result_layout_matches_numpy(backend, rng):
+    """Shaped like numpy.take for one axis; for adjacent axes like arr[:, i, j]."""
+    arr = rng.normal(size=(2, 3, 4, 5))
+    i = rng.integers(0, 3, size=(6, 7))
+    j = rng.integers(0, 4, size=(6, 7))
+    one = softops.lookup(backend.asarray(arr), backend.asarray(i, "int64"), axis=-3)
+    np.testing.assert_array_equal(backend.to_numpy(one), np.take(arr, i, axis=1))
+    both = softops.lookup(backend.asarray(arr), backend.asarray(np.stack([i, j], -1), "int64"), axis=(1, 2))
+    np.testing.assert_array_equal(backend.to_numpy(both), arr[:, i, j])
+    fractional = softops.lookup(backend.asarray(arr), backend.asarray(np.stack([i, j], -1) * 1.0), axis=(1, 2), mode="cubic")
+    np.testing.assert_allclose(backend.to_numpy(fractional), arr[:, i, j], rtol=1e-14)
