@@ -5,12 +5,28 @@ framework, device and dtype come out, and the framework's own autodiff, ``jit``,
 ``vmap`` and ``torch.compile`` see through every operation.
 """
 
+from softops.index import (
+    assign,
+    lookup,
+    lookup_along_axis,
+    soft_assign,
+    soft_index,
+    soft_scatter_add,
+    soft_take,
+)
 from softops.select import argmax_weights, soft_argmax, soft_argmin, soft_max, soft_min
 
 __version__ = "0.1.0"
 
 __all__ = [
     "argmax_weights",
+    "assign",
+    "lookup",
+    "lookup_along_axis",
+    "soft_assign",
+    "soft_index",
+    "soft_scatter_add",
+    "soft_take",
     "soft_argmax",
     "soft_argmin",
     "soft_max",
