@@ -20,4 +20,8 @@ def test_demo_prints_the_tour():
     assert "soft_argmax([-11, -12, -12, -12]) = 0.0000" in out
     assert "sparsemax  weights = [0.0000, 0.2500, 0.7500]" in out
     assert "(i, j) = [3.300, 5.700]" in out
+    # Seed 000's linear lookup with the right gradients (its code gave -1).
+    assert "lookup([1, 2, 3, 4, 5], 1.5) = 2.5000" in out
+    assert "d / d arr = [0.00, 0.50, 0.50, 0.00, 0.00]   d / d index = +1.0000" in out
+    assert "= [3.50, 8.50]" in out
     assert not re.search(r"[\[ ,=]-?(nan|inf)\b", out)  # _fmt prints non-finite values so

@@ -82,6 +82,34 @@ def tour_select(torch, softops):
     print(f"soft_max(hard=True) = {_item(value):.4f}   gradient = {_fmt(grad)}")
 
 
+def tour_index(torch, softops):
+    _section("6. Reading at a fractional index (seed 000's linear lookup, corrected)")
+    arr = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], requires_grad=True)
+    index = torch.tensor(1.5, requires_grad=True)
+    value = softops.lookup(arr, index)
+    d_arr, d_index = torch.autograd.grad(value, (arr, index))
+    print(f"lookup({_fmt(arr, 0)}, 1.5) = {_item(value):.4f}")
+    print(f"d / d arr = {_fmt(d_arr, 2)}   d / d index = {_item(d_index):+.4f} (the seed's code gave -1)")
+    nearest = softops.lookup(arr, index, hard=True)
+    (d_hard,) = torch.autograd.grad(nearest, index)
+    print(f"hard=True reads a real element: {_item(nearest):.1f}, d / d index = {_item(d_hard):+.4f}")
+    grid = torch.arange(12.0).reshape(3, 4)
+    points = torch.tensor([[0.5, 1.5], [1.5, 2.5]], requires_grad=True)
+    read = softops.lookup(grid, points, axis=(0, 1))
+    (d_points,) = torch.autograd.grad(read.sum(), points)
+    print(f"2-D bilinear lookup at (0.5, 1.5), (1.5, 2.5) = {_fmt(read, 2)}; d / d (i, j) = {_fmt(d_points, 1)}")
+    weights = softops.soft_index(torch.tensor(2.5), 5)
+    print(f"soft_index(2.5, 5) = {_fmt(weights, 2)}")
+
+    _section("7. Writing at a soft position (memory write head)")
+    memory = torch.zeros(5)
+    head = softops.argmax_weights(torch.tensor([0.0, 3.0, 2.0, 0.0, 0.0]), temperature=0.5)
+    written = softops.soft_assign(memory, head, torch.tensor(10.0))
+    print(f"soft_assign(zeros(5), weights {_fmt(head, 3)}, 10) = {_fmt(written, 3)}")
+    exact = softops.assign(torch.arange(5.0), torch.tensor(3), torch.tensor(-1.0))
+    print(f"assign(arange(5), 3, -1) = {_fmt(exact, 0)} (inputs are never modified)")
+
+
 def run_demo() -> int:
     import softops
 
@@ -93,4 +121,5 @@ def run_demo() -> int:
     torch.manual_seed(0)
     print(f"softops {softops.__version__} on PyTorch {torch.__version__}")
     tour_select(torch, softops)
+    tour_index(torch, softops)
     return 0
