@@ -5,14 +5,19 @@ framework, device and dtype come out, and the framework's own autodiff, ``jit``,
 ``vmap`` and ``torch.compile`` see through every operation.
 """
 
+from softops.methods.permutahedron import Permutahedron
 from softops.select import argmax_weights, soft_argmax, soft_argmin, soft_max, soft_min
+from softops.sort import soft_rank, soft_sort
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Permutahedron",
     "argmax_weights",
     "soft_argmax",
     "soft_argmin",
     "soft_max",
     "soft_min",
+    "soft_rank",
+    "soft_sort",
 ]

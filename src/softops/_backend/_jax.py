@@ -66,5 +66,15 @@ class JaxBackend(Backend):
             )
         return jax.random.gumbel(key, shape, dtype)
 
+    def isotonic_forward(self, z, w, scale, kl):
+        from softops._kernels import jax_ops
+
+        return jax_ops.isotonic_forward(z, w, scale, kl)
+
+    def isotonic_backward(self, z, w, scale, start, g, kl):
+        from softops._kernels import jax_ops
+
+        return jax_ops.isotonic_backward(z, w, scale, start, g, kl)
+
 
 JAX = JaxBackend()

@@ -87,5 +87,15 @@ class TorchBackend(Backend):
         u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
         return -torch.log(-torch.log(u))
 
+    def isotonic_forward(self, z, w, scale, kl):
+        from softops._kernels import torch_ops
+
+        return torch_ops.isotonic_forward(z, w, scale, kl)
+
+    def isotonic_backward(self, z, w, scale, start, g, kl):
+        from softops._kernels import torch_ops
+
+        return torch_ops.isotonic_backward(z, w, scale, start, g, kl)
+
 
 TORCH = TorchBackend()
