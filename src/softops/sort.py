@@ -66,8 +66,9 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     apart around the block mean.  Sorted values further apart than about
     ``1 / T`` (in units of ``x``) stay exact; so ``1 / T`` is the largest gap a
     merged block keeps, and as ``T -> 0`` the output is ``sort(x)``.  With
-    ``Permutahedron(regularization="kl")`` a block holds
-    ``LSE_B(x) - log sum_{j in B} exp((j - k) / T)`` instead.
+    ``Permutahedron(regularization="kl")`` position ``k`` of a block holds
+    ``-LSE_B(-x) + log sum_{j in B} exp((k - j) / T)`` instead (``LSE`` the
+    log-sum-exp; descending: ``LSE_B(x) - log sum_{j in B} exp((k - j) / T)``).
 
     ``hard=True`` returns the exact sort with the gradient of the soft one.
 

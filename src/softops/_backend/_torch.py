@@ -61,6 +61,11 @@ class TorchBackend(Backend):
         op = (fwd, bwd)
 
         def apply(*arrays):
+            if not (torch.is_grad_enabled() and any(a.requires_grad for a in arrays)):
+                # No gradient wanted: call fwd directly.  (torch.compile 2.13
+                # mis-binds the constant op in autograd.Function's no-grad path
+                # when there is more than one array argument.)
+                return fwd(xp_torch, *arrays)[0]
             return _CustomVJP.apply(op, *arrays)[0]
 
         return apply

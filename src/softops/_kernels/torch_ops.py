@@ -64,6 +64,24 @@ def _(z, w, scale, start, g, kl):
     return torch.empty_like(z), torch.empty_like(z), z.new_empty(z.shape[:-1])
 
 
+def _setup_context(ctx, inputs, output):
+    z, w, scale, kl = inputs
+    ctx.kl = kl
+    ctx.save_for_backward(z, w, scale, output[1])
+
+
+def _backward(ctx, grad_p, grad_start):
+    z, w, scale, start = ctx.saved_tensors
+    gz, gw, gc = isotonic_backward(z, w, scale, start, grad_p.contiguous(), ctx.kl)
+    return gz, gw, gc.to(scale.dtype), None
+
+
+# The op is normally called inside softops' own custom VJP (in no-grad mode), but
+# torch.func.vmap of an autograd.Function re-enters it with autograd active:
+# give it the same exact derivative.
+isotonic_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
 def _batch_first(size, arrays, in_dims):
     """Move each vmapped dimension to the front (expanding unbatched arrays)."""
     out = []

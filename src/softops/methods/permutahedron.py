@@ -28,7 +28,6 @@ temperature.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from softops._backend import Backend, backend_of
@@ -67,15 +66,29 @@ def _isotonic_bwd(xp, p, residuals, g, *, kl):
     return gz, gw, gc
 
 
-_ISOTONIC = {
-    kl: (functools.partial(_isotonic_fwd, kl=kl), functools.partial(_isotonic_bwd, kl=kl))
-    for kl in (False, True)
-}
+# Module-level functions, not functools.partial: torch.compile traces the
+# autograd.Function's constant op tuple only through plain functions.
+def _isotonic_fwd_l2(xp, z, w, scale):
+    return _isotonic_fwd(xp, z, w, scale, kl=False)
+
+
+def _isotonic_bwd_l2(xp, p, residuals, g):
+    return _isotonic_bwd(xp, p, residuals, g, kl=False)
+
+
+def _isotonic_fwd_kl(xp, z, w, scale):
+    return _isotonic_fwd(xp, z, w, scale, kl=True)
+
+
+def _isotonic_bwd_kl(xp, p, residuals, g):
+    return _isotonic_bwd(xp, p, residuals, g, kl=True)
 
 
 def _isotonic(backend: Backend, z, w, scale, kl: bool):
     """The projection's primal ``c z - v`` in sorted order (see the kernel)."""
-    return backend.custom_vjp(*_ISOTONIC[kl])(z, w, scale)
+    if kl:
+        return backend.custom_vjp(_isotonic_fwd_kl, _isotonic_bwd_kl)(z, w, scale)
+    return backend.custom_vjp(_isotonic_fwd_l2, _isotonic_bwd_l2)(z, w, scale)
 
 
 def _descending_positions(backend: Backend, x):
