@@ -243,3 +243,16 @@ def test_jit_vmap_and_grad(diff_backend, rng, reg):
         g_eager = diff_backend.vjp(f, x, cot)
         np.testing.assert_allclose(diff_backend.vjp(diff_backend.jit(f), x, cot), g_eager, rtol=1e-12)
         np.testing.assert_allclose(diff_backend.vjp(diff_backend.vmap(f), x, cot), g_eager, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+def test_agrees_with_torchsort(rng, reg):
+    """Temperature = torchsort's regularization_strength: identical results."""
+    torch = pytest.importorskip("torch")
+    torchsort = pytest.importorskip("torchsort")
+    x = torch.as_tensor(rng.normal(size=(4, 40)))
+    for t in (0.01, 0.3, 1.0, 5.0):
+        kw = dict(regularization_strength=t, regularization=reg)
+        for ours, theirs in ((softops.soft_rank, torchsort.soft_rank), (softops.soft_sort, torchsort.soft_sort)):
+            got = ours(x, temperature=t, method=METHODS[reg])
+            torch.testing.assert_close(got, theirs(x, **kw), rtol=1e-12, atol=1e-12)

@@ -263,10 +263,12 @@ def _window_values(xp, z, w, c, kl):
 
 
 def _masked_window_lse(xp, inside, a):
+    """Log-sum-exp of ``a`` over each window; empty windows (k < j) give 0."""
+    nonempty = xp.any(inside, axis=-1)
     big = xp.where(inside, a[..., None, None, :], -xp.inf)
-    m = xp.max(big, axis=-1)
-    m_safe = xp.where(xp.isfinite(m), m, 0.0)
-    return m + xp.log(xp.sum(xp.exp(big - m_safe[..., None]), axis=-1))
+    m = xp.where(nonempty, xp.max(big, axis=-1), 0.0)
+    total = xp.sum(xp.exp(big - m[..., None]), axis=-1)
+    return m + xp.log(xp.where(nonempty, total, 1.0))
 
 
 def forward_twin(xp, z, w, scale, kl: bool):
