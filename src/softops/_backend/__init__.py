@@ -57,6 +57,10 @@ class Backend:
         """Standard Gumbel noise of ``shape`` and ``dtype`` on the device of ``like``."""
         raise NotImplementedError
 
+    def inverse_permutation(self, order):
+        """Inverse of the permutations along the last axis of the int array ``order``."""
+        return self.xp.argsort(order, axis=-1)
+
     def isotonic_forward(self, z, w, scale, kl: bool):
         """``(p, start)``: see ``softops._kernels.isotonic.forward_numpy``."""
         raise NotImplementedError

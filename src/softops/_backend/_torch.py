@@ -92,6 +92,10 @@ class TorchBackend(Backend):
         u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
         return -torch.log(-torch.log(u))
 
+    def inverse_permutation(self, order):
+        positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+        return torch.empty_like(order).scatter_(-1, order, positions)
+
     def isotonic_forward(self, z, w, scale, kl):
         from softops._kernels import torch_ops
 

@@ -55,12 +55,15 @@ __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "
 
 def _pav_forward_rows(z, w, scale, kl, out, start):
     rows, n = z.shape
+    # Scratch for every row at once: one allocation, not one per row.
+    firsts = np.empty((rows, n + 1), np.int64)
+    stats = np.empty((rows, 3, n), np.float64)
     for r in _prange(rows):
         c = scale[r]
-        first = np.empty(n + 1, np.int64)
-        sz = np.empty(n, np.float64)  # l2: sum of z; kl: LSE of c z
-        sw = np.empty(n, np.float64)  # l2: sum of w; kl: LSE of w
-        count = np.empty(n, np.float64)
+        first = firsts[r]
+        sz = stats[r, 0]  # l2: sum of z; kl: LSE of c z
+        sw = stats[r, 1]  # l2: sum of w; kl: LSE of w
+        count = stats[r, 2]
         top = -1
         for i in range(n):
             top += 1

@@ -130,5 +130,5 @@ def rank_rows(backend: Backend, x, temperature, regularization: str, descending:
     w = xp.log(rho) if kl else rho
     p = _isotonic(backend, z, w, _scale(backend, x, temperature), kl)
     ranks_sorted = xp.exp(p) if kl else p
-    inverse = xp.argsort(order, axis=-1)
+    inverse = backend.inverse_permutation(order)
     return xp.take_along_axis(ranks_sorted, inverse, axis=-1)
