@@ -74,3 +74,19 @@ def test_float32_and_batch_shapes():
     assert p.dtype == np.float32 and start.dtype == np.int32 and p.shape == z.shape
     p64, _ = isotonic.forward_numpy(z.astype(np.float64), w.astype(np.float64), 2.0, kl=False)
     np.testing.assert_allclose(p, p64, rtol=1e-6)
+
+
+def test_without_numba_the_twin_runs(monkeypatch):
+    rng = np.random.default_rng(1)
+    z, w = rng.normal(size=(2, 3, 8))
+    g = rng.normal(size=(3, 8))
+    for kl in (False, True):
+        p, start = isotonic.forward_numpy(z, w, 0.8, kl)
+        grads = isotonic.backward_numpy(z, w, 0.8, start, g, kl)
+        monkeypatch.setattr(isotonic, "_numba_kernels", lambda: None)
+        p_twin, start_twin = isotonic.forward_numpy(z, w, 0.8, kl)
+        grads_twin = isotonic.backward_numpy(z, w, 0.8, start_twin, g, kl)
+        monkeypatch.undo()
+        np.testing.assert_allclose(p_twin, p, atol=1e-12)
+        for a, b in zip(grads_twin, grads):
+            np.testing.assert_allclose(a, b, atol=1e-12)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -75,6 +75,7 @@ ROWS = st.integers(1, 12).flatmap(
 
 
 @pytest.mark.parametrize("reg", ["l2", "kl"])
+@settings(max_examples=20)
 @given(x=ROWS, t=st.sampled_from([1e-3, 0.1, 1.0, 10.0]))
 def test_invariants(backend, reg, x, t):
     n = x.shape[-1]
