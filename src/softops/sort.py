@@ -23,6 +23,14 @@ with theirs), and it acts differently on the two operations:
 
 As ``T`` goes to 0 both give the exact result (for ranks of distinct values;
 tied values share their average rank).
+
+Note on a scale-aware temperature (planned, not implemented): both operations
+blend sorted neighbours whose gap is below a length ``s`` in units of ``x``;
+``s = T`` for ranks and ``s = 1 / T`` for sorts.  A scale-free option would take
+``s = tau * spread(x)`` per row (spread = standard deviation or the mean gap
+``(max - min) / (n - 1)``, held constant for autodiff) and pass ``T = s`` to
+ranks and ``T = 1 / s`` to sorts, so that one dimensionless ``tau`` means the
+same for both and is invariant to rescaling ``x``.
 """
 
 from __future__ import annotations
@@ -47,6 +55,23 @@ def _resolve_method(method) -> Permutahedron:
         + ", ".join(repr(m) for m in SORT_METHODS)
         + f" or a softops.Permutahedron(...) config; got {method!r}"
     )
+
+
+def _exact_sort(xp, x, descending):
+    return xp.sort(x, axis=-1, descending=descending)
+
+
+def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
+    """Checks, layout, the method's ``soft_rows`` on ``(*batch, n)``, and the
+    straight-through ``exact_rows`` for ``hard=True``."""
+    config = _resolve_method(method)
+    check_flag(descending, "descending")
+    check_flag(hard, "hard")
+    p = prepare(x, axis, temperature)
+    out = soft_rows(p.backend, p.x, p.temperature, config.regularization, descending)
+    if hard:
+        out = _straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)
+    return p.output(p.layout.restore(p.xp, out))
 
 
 def _exact_ranks(xp, x, descending):
@@ -80,15 +105,7 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
         >>> softops.soft_sort(np.array([5.0, 1.0, 2.0]), temperature=0.1)
         array([1., 2., 5.])
     """
-    config = _resolve_method(method)
-    check_flag(descending, "descending")
-    check_flag(hard, "hard")
-    p = prepare(x, axis, temperature)
-    out = sort_rows(p.backend, p.x, p.temperature, config.regularization, descending)
-    if hard:
-        exact = p.xp.sort(p.x, axis=-1, descending=descending)
-        out = _straight_through(p.backend, exact, out)
-    return p.output(p.layout.restore(p.xp, out))
+    return _apply(x, axis, descending, temperature, method, hard, sort_rows, _exact_sort)
 
 
 def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False):
@@ -115,11 +132,4 @@ def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
         >>> softops.soft_rank(np.array([5.0, 1.0, 2.0]), temperature=2.0)
         array([3.  , 1.25, 1.75])
     """
-    config = _resolve_method(method)
-    check_flag(descending, "descending")
-    check_flag(hard, "hard")
-    p = prepare(x, axis, temperature)
-    out = rank_rows(p.backend, p.x, p.temperature, config.regularization, descending)
-    if hard:
-        out = _straight_through(p.backend, _exact_ranks(p.xp, p.x, descending), out)
-    return p.output(p.layout.restore(p.xp, out))
+    return _apply(x, axis, descending, temperature, method, hard, rank_rows, _exact_ranks)
