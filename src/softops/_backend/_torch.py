@@ -21,6 +21,7 @@ from softops._backend import Backend
 xp_torch = types.ModuleType("softops._backend.xp_torch")
 xp_torch.__dict__.update({k: v for k, v in vars(compat_torch).items() if not k.startswith("__")})
 xp_torch.cumulative_sum = lambda x, /, *, axis=None: torch.cumsum(x, dim=-1 if axis is None else axis)
+xp_torch.take_along_axis = lambda x, indices, /, *, axis=-1: torch.take_along_dim(x, indices, dim=axis)
 
 
 class _CustomVJP(torch.autograd.Function):
