@@ -11,7 +11,8 @@ framework:
   of random key;
 * ``isotonic_forward`` / ``isotonic_backward``: the pool-adjacent-violators
   kernel of ``softops._kernels.isotonic`` on the framework's arrays (numba on
-  CPU, called without a host copy; the pure-array twin elsewhere).
+  CPU, called without a copy; accelerator arrays make a host round trip until
+  a device kernel fills that slot).
 
 ``backend_of(x)`` picks the backend from the type of ``x`` by looking it up in
 ``sys.modules``: a framework that the caller has not imported is never imported.

@@ -36,8 +36,9 @@ Two implementations with one contract:
   compiled lazily on first use; without numba they fall back to the twin;
 * ``forward_twin`` / ``backward_twin``: the same maps in pure Array API
   operations (O(n^2 log n) work, O(n^2) memory per row: the min-max formula
-  ``v_i = min_{j <= i} max_{k >= i} f([j, k])`` with log-step scans), used as the
-  test oracle and wherever no kernel runs (accelerators, for now).
+  ``v_i = min_{j <= i} max_{k >= i} f([j, k])`` with log-step scans; the window
+  values take O(n^3) memory), the test oracle and the fallback without numba;
+  fine for n up to a few hundred.
 """
 
 from __future__ import annotations

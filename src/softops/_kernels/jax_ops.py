@@ -3,8 +3,8 @@
 On CPU the callback receives host buffers with no copy and runs the numba kernel;
 ``vmap_method="broadcast_all"`` batches it by adding leading row dimensions, which
 the kernel folds into its rows.  Under ``jax.jit`` the callback is one opaque
-node.  (On an accelerator a callback is a device-host round trip; the slot for
-a device kernel is ``_use_twin``.)
+node.  On an accelerator the same callback costs a device-host round trip;
+that is where a device kernel (Pallas / Triton) would plug in.
 """
 
 from __future__ import annotations
@@ -16,13 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from softops._kernels import isotonic
-
-
-def _use_twin(z) -> bool:
-    try:
-        return any(d.platform != "cpu" for d in z.devices())
-    except Exception:  # tracers: decide by the default backend
-        return jax.default_backend() != "cpu"
 
 
 def _host_forward(z, w, scale, *, kl):
@@ -37,8 +30,6 @@ def _host_backward(z, w, scale, start, g, *, kl):
 
 
 def isotonic_forward(z, w, scale, kl):
-    if _use_twin(z):
-        return isotonic.forward_twin(jnp, z, w, scale, kl)
     shapes = (jax.ShapeDtypeStruct(z.shape, z.dtype), jax.ShapeDtypeStruct(z.shape, jnp.int32))
     return jax.pure_callback(
         functools.partial(_host_forward, kl=kl), shapes, z, w, scale, vmap_method="broadcast_all"
@@ -46,8 +37,6 @@ def isotonic_forward(z, w, scale, kl):
 
 
 def isotonic_backward(z, w, scale, start, g, kl):
-    if _use_twin(z):
-        return isotonic.backward_twin(jnp, z, w, scale, start, g, kl)
     shapes = (
         jax.ShapeDtypeStruct(z.shape, z.dtype),
         jax.ShapeDtypeStruct(z.shape, z.dtype),

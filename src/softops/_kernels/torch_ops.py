@@ -5,28 +5,31 @@
 ``register_vmap`` lets ``torch.func.vmap`` batch it by folding the vmapped
 dimension into the rows.  CPU tensors are handed to numba zero-copy
 (``Tensor.numpy()`` of the contiguous detached tensor).  Tensors on an
-accelerator run the pure-torch twin; the slot for a dedicated GPU kernel is
-``_forward_on_device`` / ``_backward_on_device``.
+accelerator go through ``_forward_on_device`` / ``_backward_on_device``, the
+slot for a GPU kernel (Triton); until one lands they copy to the host and run
+the numba kernel there (O(n) work, one round trip), since the pure-torch twin
+needs O(n^3) memory and is only an oracle.
 """
 
 from __future__ import annotations
 
 import torch
 
-from softops._backend._torch import xp_torch
 from softops._kernels import isotonic
 
 
+def _cpu(t):
+    return t.detach().cpu().contiguous().numpy()
+
+
 def _forward_on_device(z, w, scale, kl):
-    return isotonic.forward_twin(xp_torch, z, w, scale, kl)
+    p, start = isotonic.forward_numpy(_cpu(z), _cpu(w), _cpu(scale.double()), kl)
+    return torch.from_numpy(p).to(z.device), torch.from_numpy(start).to(z.device)
 
 
 def _backward_on_device(z, w, scale, start, g, kl):
-    return isotonic.backward_twin(xp_torch, z, w, scale, start, g, kl)
-
-
-def _cpu(t):
-    return t.detach().contiguous().numpy()
+    grads = isotonic.backward_numpy(_cpu(z), _cpu(w), _cpu(scale.double()), _cpu(start), _cpu(g), kl)
+    return tuple(torch.from_numpy(a).to(z.device) for a in grads)
 
 
 @torch.library.custom_op("softops::isotonic_forward", mutates_args=())
