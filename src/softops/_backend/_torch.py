@@ -95,7 +95,7 @@ class TorchBackend(Backend):
 
     def inverse_permutation(self, order):
         positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-        return torch.empty_like(order).scatter_(-1, order, positions)
+        return torch.scatter(torch.empty_like(order), -1, order, positions)
 
     def isotonic_forward(self, z, w, scale, kl):
         from softops._kernels import torch_ops
