@@ -14,12 +14,20 @@ from softops.index import (
     soft_scatter_add,
     soft_take,
 )
+from softops.methods.permutahedron import Permutahedron
 from softops.select import argmax_weights, soft_argmax, soft_argmin, soft_max, soft_min
+from softops.sort import soft_rank, soft_sort
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # select
     "argmax_weights",
+    "soft_argmax",
+    "soft_argmin",
+    "soft_max",
+    "soft_min",
+    # index
     "assign",
     "lookup",
     "lookup_along_axis",
@@ -27,8 +35,8 @@ __all__ = [
     "soft_index",
     "soft_scatter_add",
     "soft_take",
-    "soft_argmax",
-    "soft_argmin",
-    "soft_max",
-    "soft_min",
+    # sort
+    "Permutahedron",
+    "soft_rank",
+    "soft_sort",
 ]

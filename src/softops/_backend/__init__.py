@@ -8,7 +8,11 @@ framework:
 * ``custom_vjp(fwd, bwd)``: register a hand-written vector-Jacobian product for a
   function of arrays (``torch.autograd.Function`` / ``jax.custom_vjp``);
 * ``gumbel(key, shape, dtype, like)``: standard Gumbel noise from the caller's kind
-  of random key.
+  of random key;
+* ``isotonic_forward`` / ``isotonic_backward``: the pool-adjacent-violators
+  kernel of ``softops._kernels.isotonic`` on the framework's arrays (numba on
+  CPU, called without a copy; accelerator arrays make a host round trip until
+  a device kernel fills that slot).
 
 ``backend_of(x)`` picks the backend from the type of ``x`` by looking it up in
 ``sys.modules``: a framework that the caller has not imported is never imported.
@@ -52,6 +56,18 @@ class Backend:
 
     def gumbel(self, key, shape: tuple[int, ...], dtype, like):
         """Standard Gumbel noise of ``shape`` and ``dtype`` on the device of ``like``."""
+        raise NotImplementedError
+
+    def inverse_permutation(self, order):
+        """Inverse of the permutations along the last axis of the int array ``order``."""
+        return self.xp.argsort(order, axis=-1)
+
+    def isotonic_forward(self, z, w, scale, kl: bool):
+        """``(p, start)``: see ``softops._kernels.isotonic.forward_numpy``."""
+        raise NotImplementedError
+
+    def isotonic_backward(self, z, w, scale, start, g, kl: bool):
+        """``(gz, gw, gc)``: see ``softops._kernels.isotonic.backward_numpy``."""
         raise NotImplementedError
 
 

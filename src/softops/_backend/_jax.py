@@ -66,5 +66,19 @@ class JaxBackend(Backend):
             )
         return jax.random.gumbel(key, shape, dtype)
 
+    def inverse_permutation(self, order):
+        positions = jnp.broadcast_to(jnp.arange(order.shape[-1], dtype=order.dtype), order.shape)
+        return jnp.put_along_axis(jnp.empty_like(order), order, positions, axis=-1, inplace=False)
+
+    def isotonic_forward(self, z, w, scale, kl):
+        from softops._kernels import jax_ops
+
+        return jax_ops.isotonic_forward(z, w, scale, kl)
+
+    def isotonic_backward(self, z, w, scale, start, g, kl):
+        from softops._kernels import jax_ops
+
+        return jax_ops.isotonic_backward(z, w, scale, start, g, kl)
+
 
 JAX = JaxBackend()

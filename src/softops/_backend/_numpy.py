@@ -39,5 +39,15 @@ class NumpyBackend(Backend):
             )
         return rng.gumbel(size=shape).astype(dtype, copy=False)
 
+    def isotonic_forward(self, z, w, scale, kl):
+        from softops._kernels.isotonic import forward_numpy
+
+        return forward_numpy(z, w, scale, kl)
+
+    def isotonic_backward(self, z, w, scale, start, g, kl):
+        from softops._kernels.isotonic import backward_numpy
+
+        return backward_numpy(z, w, scale, start, g, kl)
+
 
 NUMPY = NumpyBackend()

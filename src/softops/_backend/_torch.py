@@ -21,6 +21,7 @@ from softops._backend import Backend
 xp_torch = types.ModuleType("softops._backend.xp_torch")
 xp_torch.__dict__.update({k: v for k, v in vars(compat_torch).items() if not k.startswith("__")})
 xp_torch.cumulative_sum = lambda x, /, *, axis=None: torch.cumsum(x, dim=-1 if axis is None else axis)
+xp_torch.take_along_axis = lambda x, indices, /, *, axis=-1: torch.take_along_dim(x, indices, dim=axis)
 
 
 class _CustomVJP(torch.autograd.Function):
@@ -61,6 +62,11 @@ class TorchBackend(Backend):
         op = (fwd, bwd)
 
         def apply(*arrays):
+            if not (torch.is_grad_enabled() and any(a.requires_grad for a in arrays)):
+                # No gradient wanted: call fwd directly.  (torch.compile 2.13
+                # mis-binds the constant op in autograd.Function's no-grad path
+                # when there is more than one array argument.)
+                return fwd(xp_torch, *arrays)[0]
             return _CustomVJP.apply(op, *arrays)[0]
 
         return apply
@@ -86,6 +92,20 @@ class TorchBackend(Backend):
         u = torch.rand(shape, generator=generator, dtype=dtype, device=like.device)
         u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
         return -torch.log(-torch.log(u))
+
+    def inverse_permutation(self, order):
+        positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+        return torch.scatter(torch.empty_like(order), -1, order, positions)
+
+    def isotonic_forward(self, z, w, scale, kl):
+        from softops._kernels import torch_ops
+
+        return torch_ops.isotonic_forward(z, w, scale, kl)
+
+    def isotonic_backward(self, z, w, scale, start, g, kl):
+        from softops._kernels import torch_ops
+
+        return torch_ops.isotonic_backward(z, w, scale, start, g, kl)
 
 
 TORCH = TorchBackend()

@@ -1,0 +1,135 @@
+r"""Differentiable sorting and ranking: ``soft_sort`` and ``soft_rank``.
+
+Both work along ``axis`` (an int or a tuple of axes, flattened jointly), return
+an array shaped like ``x`` and are differentiable with respect to ``x`` and to a
+``temperature`` given as a 0-d array.  The method is ``"permutahedron"``
+(Blondel et al. 2020; see ``softops.methods.permutahedron``), or a
+``softops.Permutahedron(regularization=...)`` config object; the string
+``"permutahedron"`` means ``Permutahedron(regularization="l2")``.
+
+Temperature.  For the permutahedron it equals the regularisation strength
+epsilon of Blondel et al. (and of torchsort / fast-soft-sort, so results agree
+with theirs), and it acts differently on the two operations:
+
+* ``soft_rank``: ``x / T`` is projected onto the permutahedron of (1..n), so
+  ``T`` is in units of ``x`` and values closer than about ``T`` are blended:
+  within a merged block ``B`` the l2 rank is
+  ``rank_i = mean_B(rank) + (x_i - mean_B(x)) / T``.
+* ``soft_sort``: ``(1..n) / T`` is projected onto the permutahedron of ``x``, so
+  ``1 / T`` is a value gap in units of ``x``: sorted outputs more than about
+  ``1 / T`` apart are exact; within a merged block the l2 output is
+  ``sort_k = mean_B(x) + (k - mean_B(k)) / T``, i.e. the gaps are capped at
+  ``1 / T``.  Large ``T`` pulls everything towards the mean of ``x``.
+
+As ``T`` goes to 0 both give the exact result (for ranks of distinct values;
+tied values share their average rank).
+
+Note on a scale-aware temperature (planned, not implemented): both operations
+blend sorted neighbours whose gap is below a length ``s`` in units of ``x``;
+``s = T`` for ranks and ``s = 1 / T`` for sorts.  A scale-free option would take
+``s = tau * spread(x)`` per row (spread = standard deviation or the mean gap
+``(max - min) / (n - 1)``, held constant for autodiff) and pass ``T = s`` to
+ranks and ``T = 1 / s`` to sorts, so that one dimensionless ``tau`` means the
+same for both and is invariant to rescaling ``x``.
+"""
+
+from __future__ import annotations
+
+from softops._prepare import prepare
+from softops._validate import check_flag
+from softops.methods.permutahedron import Permutahedron, rank_rows, sort_rows
+from softops.select import _straight_through
+
+__all__ = ["Permutahedron", "soft_rank", "soft_sort"]
+
+SORT_METHODS = ("permutahedron",)
+
+
+def _resolve_method(method) -> Permutahedron:
+    if isinstance(method, Permutahedron):
+        return method
+    if isinstance(method, str) and method in SORT_METHODS:
+        return Permutahedron()
+    raise ValueError(
+        "method must be one of "
+        + ", ".join(repr(m) for m in SORT_METHODS)
+        + f" or a softops.Permutahedron(...) config; got {method!r}"
+    )
+
+
+def _exact_sort(xp, x, descending):
+    return xp.sort(x, axis=-1, descending=descending)
+
+
+def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
+    """Checks, layout, the method's ``soft_rows`` on ``(*batch, n)``, and the
+    straight-through ``exact_rows`` for ``hard=True``."""
+    config = _resolve_method(method)
+    check_flag(descending, "descending")
+    check_flag(hard, "hard")
+    p = prepare(x, axis, temperature)
+    out = soft_rows(p.backend, p.x, p.temperature, config.regularization, descending)
+    if hard:
+        out = _straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)
+    return p.output(p.layout.restore(p.xp, out))
+
+
+def _exact_ranks(xp, x, descending):
+    """Ranks 1..n, ties broken by position (stable ordinal ranks)."""
+    order = xp.argsort(x, axis=-1, descending=descending, stable=True)
+    return xp.astype(xp.argsort(order, axis=-1, stable=True), x.dtype) + 1.0
+
+
+def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False):
+    r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending``).
+
+    Permutahedron method, l2 (Blondel et al. 2020, eq. 5): the output is the
+    Euclidean projection of ``(1, ..., n) / T`` onto the convex hull of the
+    permutations of ``x``.  It is non-decreasing, sums to ``sum(x)``, and splits
+    into blocks of consecutive sorted positions; on a block ``B`` of size ``m``
+    the values are ``mean_B(x) + (k - mean_B(k)) / T``: evenly spaced ``1 / T``
+    apart around the block mean.  Sorted values further apart than about
+    ``1 / T`` (in units of ``x``) stay exact; so ``1 / T`` is the largest gap a
+    merged block keeps, and as ``T -> 0`` the output is ``sort(x)``.  With
+    ``Permutahedron(regularization="kl")`` position ``k`` of a block holds
+    ``-LSE_B(-x) + log sum_{j in B} exp((k - j) / T)`` instead (``LSE`` the
+    log-sum-exp; descending: ``LSE_B(x) - log sum_{j in B} exp((k - j) / T)``).
+
+    ``hard=True`` returns the exact sort with the gradient of the soft one.
+
+    Example::
+
+        >>> import numpy as np, softops
+        >>> softops.soft_sort(np.array([5.0, 1.0, 2.0]), temperature=1.0)
+        array([1.66666667, 2.66666667, 3.66666667])
+        >>> softops.soft_sort(np.array([5.0, 1.0, 2.0]), temperature=0.1)
+        array([1., 2., 5.])
+    """
+    return _apply(x, axis, descending, temperature, method, hard, sort_rows, _exact_sort)
+
+
+def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False):
+    r"""Differentiable ranks 1..n of ``x`` along ``axis`` (rank 1 = smallest, or
+    the largest if ``descending``).
+
+    Permutahedron method, l2 (Blondel et al. 2020, eq. 4): the output is the
+    Euclidean projection of ``x / T`` onto the convex hull of the permutations of
+    ``(1, ..., n)``.  Ranks sum to ``n (n + 1) / 2`` and are permutation
+    equivariant.  Sorted values split into blocks; on a block ``B`` the ranks are
+    ``mean_B(rank) + (x_i - mean_B(x)) / T``: values closer than about ``T`` (in
+    units of ``x``) are blended, and as ``T -> 0`` the ranks are exact (tied
+    values share their average rank).  With
+    ``Permutahedron(regularization="kl")`` a block's ranks are
+    ``sum_B(rank) * softmax_B(x / T)``: always positive.
+
+    ``hard=True`` returns exact ordinal ranks (ties ordered by position, like
+    ``scipy.stats.rankdata(method="ordinal")``) with the gradient of the soft
+    ranks.
+
+    Example::
+
+        >>> import numpy as np, softops
+        >>> softops.soft_rank(np.array([5.0, 1.0, 2.0]), temperature=2.0)
+        array([3.  , 1.25, 1.75])
+    """
+    return _apply(x, axis, descending, temperature, method, hard, rank_rows, _exact_ranks)

@@ -1,0 +1,261 @@
+"""soft_sort and soft_rank (permutahedron, l2 and kl) on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import softops
+from harness import finite_difference_vjp
+
+KL = softops.Permutahedron(regularization="kl")
+METHODS = {"l2": "permutahedron", "kl": KL}
+OPS = {"sort": softops.soft_sort, "rank": softops.soft_rank}
+X9 = [8.0, 0.0, 5.0, 3.0, 2.0, 1.0, 6.0, 7.0, 9.0]
+
+
+# --- reference values and closed forms --------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_reference_values(backend, dtype):
+    """fast-soft-sort / torchsort results (their README and issue 4)."""
+    a = lambda v: backend.asarray(v, dtype)
+    out = lambda y: backend.to_numpy(y)
+    np.testing.assert_allclose(out(softops.soft_sort(a(X9))), 41 / 9 - 4 + np.arange(9), atol=1e-5)
+    rows = [[5.0, 1.0, 2.0], [2.0, 1.0, 5.0]]
+    np.testing.assert_allclose(out(softops.soft_sort(a(rows))), [[5 / 3, 8 / 3, 11 / 3]] * 2, atol=1e-5)
+    np.testing.assert_allclose(out(softops.soft_sort(a(rows), temperature=0.1)), [[1, 2, 5]] * 2, atol=1e-5)
+    np.testing.assert_allclose(
+        out(softops.soft_rank(a(rows), temperature=2.0)), [[3, 1.25, 1.75], [1.75, 1.25, 3]], atol=1e-5
+    )
+    np.testing.assert_allclose(out(softops.soft_rank(a(rows))), [[3, 1, 2], [2, 1, 3]], atol=1e-5)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_one_block_closed_forms(backend, rng, descending):
+    x = rng.normal(size=(3, 7))
+    n, t, sign = 7, 50.0, -1 if descending else 1
+    mean = x.mean(-1, keepdims=True)
+    k = np.arange(1, n + 1)
+    bx = backend.asarray(x)
+    rank = softops.soft_rank(bx, temperature=t, descending=descending)
+    np.testing.assert_allclose(backend.to_numpy(rank), (n + 1) / 2 + sign * (x - mean) / t, rtol=1e-12)
+    sort = softops.soft_sort(bx, temperature=t, descending=descending)
+    np.testing.assert_allclose(backend.to_numpy(sort), mean + sign * (k - (n + 1) / 2) / t, rtol=1e-12)
+    # kl, one block: ranks are n (n + 1) / 2 * softmax(x / T).
+    e = np.exp(sign * x / t)
+    kl_rank = softops.soft_rank(bx, temperature=t, descending=descending, method=KL)
+    np.testing.assert_allclose(backend.to_numpy(kl_rank), n * (n + 1) / 2 * e / e.sum(-1, keepdims=True), rtol=1e-12)
+
+
+def test_kl_sort_blocks_formula(backend):
+    """kl sort on one block (large T): descending LSE(x) - log sum_j exp((k - j) / T),
+    ascending -LSE(-x) + log sum_j exp((k - j) / T)."""
+    x = np.array([0.3, -1.0, 2.0, 0.5])
+    t = 30.0
+    k = np.arange(1, 5)
+    spread = np.log(np.exp((k[:, None] - k[None, :]) / t).sum(-1))
+    lse = lambda a: np.log(np.exp(a).sum())
+    bx = backend.asarray(x)
+    got = softops.soft_sort(bx, temperature=t, method=KL, descending=True)
+    np.testing.assert_allclose(backend.to_numpy(got), lse(x) - spread, rtol=1e-12)
+    got = softops.soft_sort(bx, temperature=t, method=KL)
+    np.testing.assert_allclose(backend.to_numpy(got), -lse(-x) + spread, rtol=1e-12)
+
+
+# --- invariants --------------------------------------------------------------------
+
+ROWS = st.integers(1, 12).flatmap(
+    lambda n: arrays(np.float64, (2, n), elements=st.floats(-100, 100).map(lambda v: round(v, 1)))
+)
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+@settings(max_examples=20)
+@given(x=ROWS, t=st.sampled_from([1e-3, 0.1, 1.0, 10.0]))
+def test_invariants(backend, reg, x, t):
+    n = x.shape[-1]
+    bx = backend.asarray(x)
+    method = METHODS[reg]
+    sort = backend.to_numpy(softops.soft_sort(bx, temperature=t, method=method))
+    rank = backend.to_numpy(softops.soft_rank(bx, temperature=t, method=method))
+    assert np.all(np.isfinite(sort)) and np.all(np.isfinite(rank))
+    assert np.all(np.diff(sort, axis=-1) >= -1e-9 * (1 + np.abs(sort[..., 1:])))
+    # Block means of x are rounded, then scaled by 1 / t.
+    rounding = 1e-14 * n * (n + np.abs(x).max() / t)
+    np.testing.assert_allclose(rank.sum(-1), n * (n + 1) / 2, rtol=1e-12, atol=rounding)
+    if reg == "l2":
+        np.testing.assert_allclose(sort.sum(-1), x.sum(-1), rtol=1e-9, atol=1e-9)
+    perm = np.random.default_rng(n).permutation(n)
+    rank_perm = backend.to_numpy(softops.soft_rank(backend.asarray(x[:, perm]), temperature=t, method=method))
+    np.testing.assert_allclose(rank_perm, rank[:, perm], rtol=1e-12, atol=rounding)
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+def test_zero_temperature_is_exact(backend, rng, reg):
+    x = rng.normal(size=(4, 33))
+    bx = backend.asarray(x)
+    ranks = np.argsort(np.argsort(x, -1), -1) + 1.0
+    for descending in (False, True):
+        sort = softops.soft_sort(bx, temperature=1e-9, method=METHODS[reg], descending=descending)
+        want = -np.sort(-x, -1) if descending else np.sort(x, -1)
+        assert np.array_equal(backend.to_numpy(sort), want)
+        rank = softops.soft_rank(bx, temperature=1e-9, method=METHODS[reg], descending=descending)
+        np.testing.assert_allclose(backend.to_numpy(rank), 34 - ranks if descending else ranks, rtol=1e-14)
+    if backend.name == "torch":
+        import torch
+
+        t = torch.as_tensor(x)
+        assert torch.equal(softops.soft_sort(t, temperature=1e-9, method=METHODS[reg]), torch.sort(t).values)
+
+
+def test_ties_share_average_rank(backend):
+    x = backend.asarray([[3.0, 1.0, 3.0, 3.0, 0.0]])
+    rank = softops.soft_rank(x, temperature=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(rank), [[4, 2, 4, 4, 1]], rtol=1e-12)
+    hard = softops.soft_rank(x, hard=True)
+    assert np.array_equal(backend.to_numpy(hard), [[3, 2, 4, 5, 1]])
+
+
+# --- precision -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+@pytest.mark.parametrize("t", [1e-3, 1e-1, 10.0])
+def test_float32_sort_matches_float64(backend, rng, reg, t):
+    x = rng.normal(size=(2, 1024))
+    s64 = backend.to_numpy(softops.soft_sort(backend.asarray(x), temperature=t, method=METHODS[reg]))
+    s32 = backend.to_numpy(softops.soft_sort(backend.asarray(x, "float32"), temperature=t, method=METHODS[reg]))
+    scale = np.abs(s64).max()
+    np.testing.assert_allclose(s32, s64, atol=1e-6 * scale)
+
+
+# --- robustness ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+@pytest.mark.parametrize("op", ["sort", "rank"])
+def test_no_nan_on_hard_inputs(diff_backend, reg, op):
+    f = lambda t, temp=1.0: OPS[op](t, temperature=temp, method=METHODS[reg])
+    cases = [
+        np.random.default_rng(0).normal(size=(3, 16)) * 1e4,
+        np.array([[1.0, 1.0, 2.0, 2.0, 2.0]]),
+        np.full((2, 6), 3.5),
+        np.array([[4.2]]),
+    ]
+    for x in cases:
+        for temp in (1e-3, 1.0, 1e3):
+            g = diff_backend.vjp(lambda t: f(t, temp), x, np.cos(np.arange(x.size)).reshape(x.shape))
+            assert np.all(np.isfinite(g))
+    for dtype in ("float16", "bfloat16", "float32"):
+        x = diff_backend.asarray(cases[0] / 1e2, dtype)
+        y = f(x)
+        assert str(y.dtype).endswith(dtype)
+        assert np.all(np.isfinite(diff_backend.to_numpy(y)))
+
+
+def test_bad_input(backend):
+    x = backend.asarray([1.0, 2.0])
+    with pytest.raises(TypeError, match="x must have a real floating dtype"):
+        softops.soft_sort(backend.asarray([1, 2], "int64"))
+    with pytest.raises(ValueError, match="method must be one of"):
+        softops.soft_rank(x, method="bogus")
+    with pytest.raises(ValueError, match="regularization must be one of"):
+        softops.Permutahedron(regularization="l1")
+    with pytest.raises(ValueError, match="temperature must be finite and > 0"):
+        softops.soft_sort(x, temperature=0.0)
+    with pytest.raises(TypeError, match="descending must be True or False"):
+        softops.soft_sort(x, descending=1)
+
+
+# --- gradients -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+@pytest.mark.parametrize("op", ["sort", "rank"])
+@pytest.mark.parametrize("axis, descending", [(-1, False), (0, True), ((0, 2), False)])
+def test_gradient_matches_finite_differences(diff_backend, rng, reg, op, axis, descending):
+    # Integers spaced by 1 with T = 0.6: several merged blocks, no near-ties.
+    x = rng.permutation(24).reshape(2, 3, 4) * 0.37
+    kw = dict(axis=axis, descending=descending, temperature=0.6, method=METHODS[reg])
+    f = lambda t: OPS[op](t, **kw)
+    cot = rng.normal(size=x.shape)
+    got = diff_backend.vjp(f, x, cot)
+    want = finite_difference_vjp(lambda a: f(np.asarray(a)), x, cot)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+@pytest.mark.parametrize("op", ["sort", "rank"])
+def test_temperature_gradient(diff_backend, reg, op):
+    x = np.array([[0.3, -1.2, 2.0, 0.9, 1.1]])
+    cot = np.array([[0.5, -1.0, 2.0, 0.3, 1.0]])
+    xp = diff_backend.xp
+
+    def value(temp, like):
+        return float(np.sum(diff_backend.to_numpy(OPS[op](like, temperature=temp, method=METHODS[reg])) * cot))
+
+    bx = diff_backend.asarray(x)
+    want = (value(0.7 + 1e-6, bx) - value(0.7 - 1e-6, bx)) / 2e-6
+    got = diff_backend.vjp(
+        lambda t: OPS[op](bx, temperature=t, method=METHODS[reg]) * xp.asarray(cot), np.array(0.7),
+        np.ones(()),
+    ) if False else None
+    if diff_backend.name == "torch":
+        import torch
+
+        t = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        out = OPS[op](bx, temperature=t, method=METHODS[reg])
+        (got,) = torch.autograd.grad(out, t, torch.as_tensor(cot))
+    else:
+        import jax
+
+        got = jax.grad(lambda t: xp.sum(OPS[op](bx, temperature=t, method=METHODS[reg]) * xp.asarray(cot)))(xp.asarray(0.7))
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["sort", "rank"])
+def test_hard_forward_exact_backward_soft(diff_backend, rng, op):
+    x = rng.normal(size=(3, 6))
+    hard = diff_backend.to_numpy(OPS[op](diff_backend.asarray(x), hard=True))
+    want = np.sort(x, -1) if op == "sort" else np.argsort(np.argsort(x, -1), -1) + 1.0
+    assert np.array_equal(hard, want)
+    cot = rng.normal(size=x.shape)
+    g_hard = diff_backend.vjp(lambda t: OPS[op](t, hard=True, temperature=0.5), x, cot)
+    g_soft = diff_backend.vjp(lambda t: OPS[op](t, temperature=0.5), x, cot)
+    np.testing.assert_allclose(g_hard, g_soft, rtol=1e-12, atol=1e-15)
+
+
+# --- transformations ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+def test_jit_vmap_and_grad(diff_backend, rng, reg):
+    x = rng.normal(size=(3, 2, 7))
+    cot = rng.normal(size=x.shape)
+    for op in OPS.values():
+        f = lambda t: op(t, temperature=0.4, method=METHODS[reg])
+        eager = diff_backend.to_numpy(f(diff_backend.asarray(x)))
+        np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.jit(f)(diff_backend.asarray(x))), eager, rtol=1e-12)
+        np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.vmap(f)(diff_backend.asarray(x))), eager, rtol=1e-12)
+        g_eager = diff_backend.vjp(f, x, cot)
+        np.testing.assert_allclose(diff_backend.vjp(diff_backend.jit(f), x, cot), g_eager, rtol=1e-12)
+        np.testing.assert_allclose(diff_backend.vjp(diff_backend.vmap(f), x, cot), g_eager, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+def test_agrees_with_torchsort(rng, reg):
+    """Temperature = torchsort's regularization_strength: identical results."""
+    torch = pytest.importorskip("torch")
+    torchsort = pytest.importorskip("torchsort")
+    x = torch.as_tensor(rng.normal(size=(4, 40)))
+    for t in (0.01, 0.3, 1.0, 5.0):
+        kw = dict(regularization_strength=t, regularization=reg)
+        for ours, theirs in ((softops.soft_rank, torchsort.soft_rank), (softops.soft_sort, torchsort.soft_sort)):
+            got = ours(x, temperature=t, method=METHODS[reg])
+            torch.testing.assert_close(got, theirs(x, **kw), rtol=1e-12, atol=1e-12)
