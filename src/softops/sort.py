@@ -37,23 +37,29 @@ from __future__ import annotations
 
 from softops._prepare import prepare
 from softops._validate import check_flag
-from softops.methods.permutahedron import Permutahedron, rank_rows, sort_rows
+from softops.methods.permutahedron import Permutahedron
 from softops.select import _straight_through
 
 __all__ = ["Permutahedron", "soft_rank", "soft_sort"]
 
-SORT_METHODS = ("permutahedron",)
+# Each sort method is a small frozen config object with
+#   sort_rows(backend, x, temperature, descending) and
+#   rank_rows(backend, x, temperature, descending)
+# on rows of shape (*batch, n); a string names the method's default config.
+SORT_METHODS = {"permutahedron": Permutahedron}
 
 
-def _resolve_method(method) -> Permutahedron:
-    if isinstance(method, Permutahedron):
+def resolve_method(method):
+    """The config object of ``method`` (a name in SORT_METHODS or a config)."""
+    if isinstance(method, tuple(SORT_METHODS.values())):
         return method
     if isinstance(method, str) and method in SORT_METHODS:
-        return Permutahedron()
+        return SORT_METHODS[method]()
     raise ValueError(
         "method must be one of "
         + ", ".join(repr(m) for m in SORT_METHODS)
-        + f" or a softops.Permutahedron(...) config; got {method!r}"
+        + " or a config object such as softops.Permutahedron(regularization='kl'); "
+        + f"got {method!r}"
     )
 
 
@@ -62,13 +68,14 @@ def _exact_sort(xp, x, descending):
 
 
 def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
-    """Checks, layout, the method's ``soft_rows`` on ``(*batch, n)``, and the
+    """Checks, layout, the method's ``soft_rows`` ("sort_rows" or "rank_rows") on
+    ``(*batch, n)``, and the
     straight-through ``exact_rows`` for ``hard=True``."""
-    config = _resolve_method(method)
+    config = resolve_method(method)
     check_flag(descending, "descending")
     check_flag(hard, "hard")
     p = prepare(x, axis, temperature)
-    out = soft_rows(p.backend, p.x, p.temperature, config.regularization, descending)
+    out = getattr(config, soft_rows)(p.backend, p.x, p.temperature, descending)
     if hard:
         out = _straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)
     return p.output(p.layout.restore(p.xp, out))
@@ -105,7 +112,7 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
         >>> softops.soft_sort(np.array([5.0, 1.0, 2.0]), temperature=0.1)
         array([1., 2., 5.])
     """
-    return _apply(x, axis, descending, temperature, method, hard, sort_rows, _exact_sort)
+    return _apply(x, axis, descending, temperature, method, hard, "sort_rows", _exact_sort)
 
 
 def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False):
@@ -132,4 +139,4 @@ def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
         >>> softops.soft_rank(np.array([5.0, 1.0, 2.0]), temperature=2.0)
         array([3.  , 1.25, 1.75])
     """
-    return _apply(x, axis, descending, temperature, method, hard, rank_rows, _exact_ranks)
+    return _apply(x, axis, descending, temperature, method, hard, "rank_rows", _exact_ranks)

@@ -53,6 +53,13 @@ class Permutahedron:
     def __post_init__(self):
         check_choice(self.regularization, "regularization", REGULARIZATIONS)
 
+    # The sort-method interface (see softops.sort): rows of shape (*batch, n).
+    def sort_rows(self, backend: Backend, x, temperature, descending: bool):
+        return sort_rows(backend, x, temperature, self.regularization, descending)
+
+    def rank_rows(self, backend: Backend, x, temperature, descending: bool):
+        return rank_rows(backend, x, temperature, self.regularization, descending)
+
 
 def _isotonic_fwd(xp, z, w, scale, *, kl):
     p, start = backend_of(z).isotonic_forward(z, w, scale, kl)
