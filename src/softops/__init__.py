@@ -17,6 +17,7 @@ from softops.index import (
 from softops.methods.permutahedron import Permutahedron
 from softops.select import argmax_weights, soft_argmax, soft_argmin, soft_max, soft_min
 from softops.sort import soft_rank, soft_sort
+from softops.temperature import Relative
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "soft_take",
     # sort
     "Permutahedron",
+    "Relative",
     "soft_rank",
     "soft_sort",
 ]

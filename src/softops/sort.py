@@ -35,10 +35,13 @@ same for both and is invariant to rescaling ``x``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from softops._prepare import prepare
 from softops._validate import check_flag
 from softops.methods.permutahedron import Permutahedron
 from softops.select import _straight_through
+from softops.temperature import Relative
 
 __all__ = ["Permutahedron", "soft_rank", "soft_sort"]
 
@@ -67,6 +70,17 @@ def _exact_sort(xp, x, descending):
     return xp.sort(x, axis=-1, descending=descending)
 
 
+def prepare_sorting(x, axis, temperature, config, op: str):
+    """``prepare`` for the sorting family, resolving ``temperature=Relative(tau)``
+    into the method's per-row temperature for ``op`` ("sort": the method projects
+    positions, as soft_sort, soft_topk, soft_quantile; "rank": it projects
+    ``x / T``, as soft_rank and top-k masks)."""
+    if not isinstance(temperature, Relative):
+        return prepare(x, axis, temperature)
+    p = prepare(x, axis, 1.0)
+    return replace(p, temperature=temperature.resolve(p.backend, p.x, config, op))
+
+
 def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
     """Checks, layout, the method's ``soft_rows`` ("sort_rows" or "rank_rows") on
     ``(*batch, n)``, and the
@@ -74,7 +88,7 @@ def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows
     config = resolve_method(method)
     check_flag(descending, "descending")
     check_flag(hard, "hard")
-    p = prepare(x, axis, temperature)
+    p = prepare_sorting(x, axis, temperature, config, soft_rows[: -len("_rows")])
     out = getattr(config, soft_rows)(p.backend, p.x, p.temperature, descending)
     if hard:
         out = _straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)

@@ -60,6 +60,13 @@ class Permutahedron:
     def rank_rows(self, backend: Backend, x, temperature, descending: bool):
         return rank_rows(backend, x, temperature, self.regularization, descending)
 
+    @staticmethod
+    def temperature_for(tau, spacing, op: str):
+        """Temperature for ``softops.Relative(tau)`` given the data's neighbour
+        spacing: ranks blend gaps below ``T`` ("rank": ``T = tau * spacing``); sorts
+        cap gaps above ``1 / T`` ("sort": ``T = tau / spacing``)."""
+        return tau * spacing if op == "rank" else tau / spacing
+
 
 def _isotonic_fwd(xp, z, w, scale, *, kl):
     p, start = backend_of(z).isotonic_forward(z, w, scale, kl)
@@ -107,11 +114,15 @@ def _descending_positions(backend: Backend, x):
 
 
 def _scale(backend: Backend, x, temperature):
-    """``1 / temperature`` per row, shape ``x.shape[:-1]``."""
+    """``1 / temperature`` per row, shape ``x.shape[:-1]`` (the temperature is a
+    float, a 0-d array, or per row of shape ``(*batch, 1)``)."""
     xp = backend.xp
     if isinstance(temperature, float):
         return xp.full(x.shape[:-1], 1.0 / temperature, dtype=x.dtype, device=backend.device(x))
-    return xp.broadcast_to(1.0 / temperature, x.shape[:-1])
+    scale = 1.0 / temperature
+    if scale.ndim == x.ndim:  # a per-row temperature of shape (*batch, 1)
+        scale = scale[..., 0]
+    return xp.broadcast_to(scale, x.shape[:-1])
 
 
 def sort_rows(backend: Backend, x, temperature, regularization: str, descending: bool):

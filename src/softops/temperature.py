@@ -1,0 +1,86 @@
+r"""Scale-aware temperatures for the sorting family: ``temperature=softops.Relative(tau)``.
+
+The raw temperature of a sorting method is tied to the units of ``x`` and means
+different things for different operations.  For the permutahedron (Blondel et al.
+2020) the isotonic solution pools sorted neighbours whose gap ``g`` is
+
+* *smaller* than ``T`` for ``soft_rank`` (``x / T`` is projected): close values
+  share their ranks;
+* *larger* than ``1 / T`` for ``soft_sort`` (``(1..n) / T`` is projected onto the
+  permutahedron of ``x``): wide gaps of the output are capped at ``1 / T``;
+
+so one raw ``T`` is soft for ranks and nearly hard for sorts (or the reverse),
+and no value transfers between data of different scale or size (torchsort issues
+66 and 74 ask exactly this).
+
+``Relative(tau)`` measures softness in *neighbour gaps* of the data instead.  Per
+row,
+
+    spacing(x) = sqrt(12) * std(x) / n,
+
+the gap between ``n`` evenly spread values with the row's standard deviation
+(exact for uniform data: ``std = (b - a) / sqrt(12)`` on ``[a, b]``), and the
+method picks its temperature from ``tau`` and the spacing: for
+``Permutahedron``, ``T = tau * spacing`` for ranks and top-k masks (values closer
+than ``tau`` gaps blend) and ``T = tau / spacing`` for sorts, top-k values and
+quantiles (gaps wider than ``1 / tau`` typical gaps are capped).  ``tau`` is
+dimensionless and behaves alike across operations and scales; measured on 1024
+standard-normal values (``docs/temperature.py``), the fraction of outputs within
+half a gap of the exact result is
+
+    tau          0.01   0.1    0.3    1      3
+    soft_rank    1.00   0.99   0.90   0.10   0.00
+    soft_sort    1.00   0.94   0.81   0.14   0.00
+
+and it is the same for ``x`` scaled by 1e-2 or 1e2.  So ``tau`` well below 1
+keeps the operation nearly exact with useful gradients between close values,
+``tau`` near 1 is clearly soft, and ``tau`` of a few flattens everything.  The
+spacing is held constant for autodiff; a constant row (or ``n = 1``) uses
+spacing 1.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+__all__ = ["Relative", "data_spacing"]
+
+
+@dataclass(frozen=True)
+class Relative:
+    """Temperature as ``tau`` typical neighbour gaps of the data (see module doc).
+
+    Example::
+
+        >>> import numpy as np, softops
+        >>> x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+        >>> r1 = softops.soft_rank(x, temperature=softops.Relative(0.5))
+        >>> r2 = softops.soft_rank(1000 * x + 7, temperature=softops.Relative(0.5))
+        >>> bool(np.allclose(r1, r2))
+        True
+    """
+
+    tau: float
+
+    def __post_init__(self):
+        if isinstance(self.tau, bool) or not isinstance(self.tau, numbers.Real):
+            raise TypeError(f"Relative(tau): tau must be a positive real number, got {self.tau!r}")
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"Relative(tau): tau must be finite and > 0, got {self.tau}")
+
+    def resolve(self, backend, x, method, op: str):
+        """The method's per-row temperature (shape ``(*batch, 1)``) for ``op``
+        ("sort" or "rank") on rows ``x`` of shape ``(*batch, n)``."""
+        return method.temperature_for(self.tau, data_spacing(backend, x), op)
+
+
+def data_spacing(backend, x):
+    """``sqrt(12) * std(x) / n`` along the last axis (keepdims), held constant for
+    autodiff; 1 where the row is constant."""
+    xp = backend.xp
+    n = x.shape[-1]
+    spread = xp.std(backend.stop_gradient(x), axis=-1, keepdims=True)
+    spacing = math.sqrt(12.0) * spread / n
+    return xp.where(spacing > 0, spacing, xp.ones_like(spacing))
