@@ -38,7 +38,7 @@ from softops._validate import (
 from softops.index import lookup
 from softops.methods.permutahedron import project_rows
 from softops.select import _straight_through
-from softops.sort import _exact_ranks, _exact_sort, _rows, resolve_method
+from softops.sort import _exact_sort, _rows, resolve_method
 
 __all__ = ["soft_median", "soft_quantile", "soft_topk", "soft_topk_mask"]
 
@@ -195,8 +195,9 @@ def soft_topk_mask(
         mask = project_rows(p.backend, p.x if largest else -p.x, w, p.temperature, kl=False)
     if hard:
         w = backend.stop_gradient(_capped_simplex_weights(p.backend, k, p.x))
-        ranks = _exact_ranks(xp, p.x, largest)
-        exact = xp.take_along_axis(w, xp.astype(ranks, xp.int64) - 1, axis=-1)
+        # Stable descending order of the selected entries: ties go to the first.
+        order = xp.argsort(p.x if largest else -p.x, axis=-1, descending=True, stable=True)
+        exact = xp.take_along_axis(w, p.backend.inverse_permutation(order), axis=-1)
         mask = _straight_through(p.backend, exact, mask)
     return p.output(p.layout.restore(xp, mask))
 
