@@ -72,3 +72,20 @@ def test_gradient_holds_the_spacing_constant(diff_backend, rng):
 def test_bad_tau(tau, error):
     with pytest.raises(error, match="tau must be"):
         Relative(tau)
+
+
+def test_relative_reaches_topk_and_quantiles(backend, rng):
+    """soft_topk and soft_quantile follow soft_sort; soft_topk_mask follows soft_rank."""
+    x = rng.normal(size=(2, 30)) * 3
+    bx = backend.asarray(x)
+    tau = Relative(0.8)
+    sorted_desc = backend.to_numpy(softops.soft_sort(bx, descending=True, temperature=tau))
+    np.testing.assert_allclose(backend.to_numpy(softops.soft_topk(bx, 5, temperature=tau)), sorted_desc[:, :5], rtol=1e-10)
+    ascending = backend.to_numpy(softops.soft_sort(bx, temperature=tau))
+    q = backend.to_numpy(softops.soft_quantile(bx, 0.5, temperature=tau))
+    np.testing.assert_allclose(q, (ascending[:, 14] + ascending[:, 15]) / 2, rtol=1e-10)
+    for row in range(2):
+        t = 0.8 * spacing(x[row])[0]
+        expected = softops.soft_topk_mask(x[row], 7, temperature=float(t))
+        got = backend.to_numpy(softops.soft_topk_mask(bx, 7, temperature=tau))[row]
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)

@@ -18,6 +18,7 @@ from softops.methods.permutahedron import Permutahedron
 from softops.select import argmax_weights, soft_argmax, soft_argmin, soft_max, soft_min
 from softops.sort import soft_rank, soft_sort
 from softops.temperature import Relative
+from softops.topk import soft_median, soft_quantile, soft_topk, soft_topk_mask
 
 __version__ = "0.1.0"
 
@@ -41,4 +42,9 @@ __all__ = [
     "Relative",
     "soft_rank",
     "soft_sort",
+    # top-k and quantiles
+    "soft_median",
+    "soft_quantile",
+    "soft_topk",
+    "soft_topk_mask",
 ]

@@ -32,24 +32,30 @@ def check_float_array(x, name: str = "x") -> Backend:
     return backend
 
 
-def concrete_scalar(value) -> float | None:
-    """The value of a 0-d array as a Python float, or None where reading it would
-    cost a device sync or break a trace (jax tracers, torch under compile or on an
-    accelerator)."""
+def concrete_values(value):
+    """The values of an array as a float64 NumPy array, or None where reading them
+    would cost a device sync or break a trace (jax tracers, torch under compile or
+    on an accelerator)."""
+    import numpy as np
+
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         if value.device.type != "cpu" or torch.compiler.is_compiling():
             return None
         try:  # fails inside torch.func transforms, where the value is not known
-            return float(value.detach())
+            return value.detach().double().numpy()
         except RuntimeError:
             return None
     jax = sys.modules.get("jax")
-    if jax is not None and isinstance(value, jax.Array):
-        if isinstance(value, jax.core.Tracer):
-            return None
-        return float(value)
-    return float(value)
+    if jax is not None and isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value, dtype=np.float64)
+
+
+def concrete_scalar(value) -> float | None:
+    """The value of a 0-d array as a Python float, or None (see ``concrete_values``)."""
+    values = concrete_values(value)
+    return None if values is None else float(values)
 
 
 def check_temperature(temperature, backend: Backend, name: str = "temperature"):

@@ -81,10 +81,10 @@ def prepare_sorting(x, axis, temperature, config, op: str):
     return replace(p, temperature=temperature.resolve(p.backend, p.x, config, op))
 
 
-def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
+def _rows(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
     """Checks, layout, the method's ``soft_rows`` ("sort_rows" or "rank_rows") on
-    ``(*batch, n)``, and the
-    straight-through ``exact_rows`` for ``hard=True``."""
+    ``(*batch, n)``, and the straight-through ``exact_rows`` for ``hard=True``.
+    Returns the ``Prepared`` input and the rows (compute dtype, batch layout)."""
     config = resolve_method(method)
     check_flag(descending, "descending")
     check_flag(hard, "hard")
@@ -92,6 +92,12 @@ def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows
     out = getattr(config, soft_rows)(p.backend, p.x, p.temperature, descending)
     if hard:
         out = _straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)
+    return p, out
+
+
+def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
+    """``_rows`` put back in the caller's layout and dtype."""
+    p, out = _rows(x, axis, descending, temperature, method, hard, soft_rows, exact_rows)
     return p.output(p.layout.restore(p.xp, out))
 
 

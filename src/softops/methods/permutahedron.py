@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from softops._backend import Backend, backend_of
 from softops._validate import check_choice
 
-__all__ = ["Permutahedron", "rank_rows", "sort_rows"]
+__all__ = ["Permutahedron", "project_rows", "rank_rows", "sort_rows"]
 
 REGULARIZATIONS = ("l2", "kl")
 
@@ -137,16 +137,21 @@ def sort_rows(backend: Backend, x, temperature, regularization: str, descending:
     return p if descending else -p
 
 
+def project_rows(backend: Backend, y, w, temperature, kl: bool):
+    """``P(y / T, w)`` on each row (shape ``(*batch, n)``), in ``y``'s order: the
+    projection of ``y / T`` onto the permutahedron of ``w``, whose entries must be
+    sorted descending (kl: ``w`` holds log-weights and the primal is returned)."""
+    xp = backend.xp
+    order = xp.argsort(y, axis=-1, descending=True, stable=True)
+    z = xp.take_along_axis(y, order, axis=-1)
+    p = _isotonic(backend, z, w, _scale(backend, y, temperature), kl)
+    return xp.take_along_axis(p, backend.inverse_permutation(order), axis=-1)
+
+
 def rank_rows(backend: Backend, x, temperature, regularization: str, descending: bool):
     """Soft ranks (1..n) of each row of ``x`` (shape ``(*batch, n)``)."""
     xp = backend.xp
     kl = regularization == "kl"
-    y = -x if descending else x
-    order = xp.argsort(y, axis=-1, descending=True, stable=True)
-    z = xp.take_along_axis(y, order, axis=-1)
     rho = _descending_positions(backend, x)
-    w = xp.log(rho) if kl else rho
-    p = _isotonic(backend, z, w, _scale(backend, x, temperature), kl)
-    ranks_sorted = xp.exp(p) if kl else p
-    inverse = backend.inverse_permutation(order)
-    return xp.take_along_axis(ranks_sorted, inverse, axis=-1)
+    p = project_rows(backend, -x if descending else x, xp.log(rho) if kl else rho, temperature, kl)
+    return xp.exp(p) if kl else p
