@@ -49,8 +49,9 @@ def parse_args(argv=None):
                    help="seconds per contender and size: past it a slow contender stops warming "
                         "up, and stops timing once it has --min-repeats calls")
     p.add_argument("--min-repeats", type=int, default=3, help="timed calls even past --budget")
-    p.add_argument("--max-quadratic-n", type=int, default=1024,
-                   help="skip contenders with O(n^2) memory (ott-jax, jaxopt, diffsort) above this n")
+    p.add_argument("--max-quadratic-n", type=int, default=128,
+                   help="skip contenders with O(n^2) memory (ott-jax, jaxopt, diffsort) above this n; "
+                        "ott-jax at n = 1024 needs ~10 GB per op: run it alone, one op per process")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every framework")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="softops temperature = torchsort regularization_strength = softness")
@@ -137,7 +138,9 @@ class Contender:
 def _softops(fw, op, method, T):
     def build(n):
         import softops
-        f = softops.soft_rank if op == "rank" else softops.soft_sort
+        f = getattr(softops, f"soft_{op}", None)
+        if f is None:
+            raise Unavailable(f"softops {softops.__file__} has no soft_{op}")
         probe = _tiny(fw)
         try:
             f(probe, temperature=T, method=method)
@@ -428,12 +431,18 @@ def machine_info(args, thread_note):
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         info["cpu"] = platform.processor()
+    from importlib import metadata
     versions = {}
-    for mod in ("numpy", "torch", "jax", "numba", "softops", "torchsort", "softtorch", "softjax",
-                "ott", "jaxopt", "diffsort"):
+    for mod, dist in (("numpy", "numpy"), ("torch", "torch"), ("jax", "jax"), ("numba", "numba"),
+                      ("softops", "softops"), ("torchsort", "torchsort"), ("softtorch", "softtorch"),
+                      ("softjax", "softjax"), ("ott", "ott-jax"), ("jaxopt", "jaxopt"),
+                      ("diffsort", "diffsort")):
         m = sys.modules.get(mod)
         if m is not None:
-            versions[mod] = getattr(m, "__version__", "?")
+            try:
+                versions[dist] = getattr(m, "__version__", None) or metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                versions[dist] = "?"
     if "softops" in sys.modules:
         versions["softops"] += f" ({os.path.dirname(sys.modules['softops'].__file__)})"
     info["versions"] = versions
