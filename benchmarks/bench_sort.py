@@ -1,0 +1,532 @@
+#!/usr/bin/env python
+"""Time soft_rank / soft_sort (forward + backward) against peer libraries.
+
+Every contender gets the same float32 input of shape (batch, n) with
+batch * n = --total (65536) for each n in --sizes, and is timed as one
+forward + backward pass: ``loss = (out * g).sum(); backward`` with a fixed
+random cotangent ``g`` (JAX: ``jit(grad(loss))``).  The floors ``torch.sort``
+and ``jnp.sort`` are timed forward only.  Warm-up calls (JIT compilation) are
+not timed; contenders are timed round-robin (one call each per round, so load
+spikes on a shared machine hit all of them alike) and the median of the rounds
+is reported.  Peers that are not installed or fail are listed with the reason;
+they never stop the run.
+
+    python benchmarks/bench_sort.py                  # full run, writes benchmarks/results/
+    python benchmarks/bench_sort.py --quick          # smoke run in seconds, writes nothing
+    PYTHONPATH=src python benchmarks/bench_sort.py --ops rank --sizes 1024
+
+See benchmarks/README.md for installing the peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+FULL_SIZES = (16, 128, 1024, 8192, 65536)
+
+
+# --- command line and threads ------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default=",".join(map(str, FULL_SIZES)),
+                   help="comma-separated n (the sorted axis); batch = total // n")
+    p.add_argument("--total", type=int, default=65536, help="batch * n (default 65536)")
+    p.add_argument("--ops", default="rank,sort", help="rank, sort or rank,sort")
+    p.add_argument("--repeats", type=int, default=30, help="timed rounds per size (median)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per contender and size")
+    p.add_argument("--budget", type=float, default=10.0,
+                   help="seconds per contender and size: past it a slow contender stops warming "
+                        "up, and stops timing once it has --min-repeats calls")
+    p.add_argument("--min-repeats", type=int, default=3, help="timed calls even past --budget")
+    p.add_argument("--max-quadratic-n", type=int, default=128,
+                   help="skip contenders with O(n^2) memory (ott-jax, jaxopt, diffsort) above this n; "
+                        "ott-jax at n = 1024 needs ~10 GB per op: run it alone, one op per process")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for every framework")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="softops temperature = torchsort regularization_strength = softness")
+    p.add_argument("--frameworks", default="torch,jax", help="torch, jax or torch,jax")
+    p.add_argument("--output", default=None,
+                   help="path stem for STEM.md and STEM.json "
+                        "(default benchmarks/results/bench_sort; --quick writes nothing unless given)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: n 16, batch 4, 1 repeat, 1 warm-up; writes nothing")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.quick:
+        a.sizes, a.total, a.repeats, a.warmup, a.budget, a.min_repeats = "16", 64, 1, 1, 2.0, 1
+    a.sizes = [int(s) for s in a.sizes.split(",") if s]
+    a.ops = [s for s in a.ops.split(",") if s]
+    a.frameworks = [s for s in a.frameworks.split(",") if s]
+    if a.output is None and not a.quick:
+        a.output = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sort")
+    return a
+
+
+def limit_threads(n: int) -> str:
+    """Limit every framework to ``n`` CPU threads; call before importing any of them.
+
+    What limits what: CPU affinity (the first ``n`` allowed cores) bounds every
+    thread pool, including XLA:CPU's, which sizes its pools from the affinity mask
+    and has no flag for "n threads" (only --xla_cpu_multi_thread_eigen=false for 1);
+    OMP_NUM_THREADS / torch.set_num_threads bound PyTorch and torchsort's OpenMP;
+    NUMBA_NUM_THREADS / numba.set_num_threads bound numba's prange (softops,
+    softtorch, jaxopt).
+    """
+    notes = []
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if n == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false").strip()
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < n:
+            notes.append(f"only {len(cores)} cores available for {n} threads")
+            os.environ["NUMBA_NUM_THREADS"] = str(len(cores))
+        os.sched_setaffinity(0, cores[:n])
+        notes.append(f"affinity cores {cores[:n]}")
+    else:
+        notes.append("no sched_setaffinity: XLA may use more threads")
+    return "; ".join(notes)
+
+
+def set_framework_threads(n: int, frameworks):
+    if "torch" in frameworks:
+        try:
+            import torch
+            torch.set_num_threads(n)
+        except ImportError:
+            pass
+    try:
+        import numba
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+
+
+# --- contenders --------------------------------------------------------------------
+
+
+class Unavailable(Exception):
+    """A contender that cannot run here (not installed, no such method, too large)."""
+
+
+@dataclass
+class Contender:
+    framework: str          # "torch" or "jax"
+    name: str
+    op: str                 # "rank", "sort" or "floor" (hard sort, forward only)
+    build: Callable         # build(n) -> fn(array) -> array; raises ImportError / Unavailable
+    quadratic: bool = False  # O(n^2) memory: skipped above --max-quadratic-n
+
+    @property
+    def key(self):
+        return f"{self.framework}: {self.name}"
+
+
+def _softops(fw, op, method, T):
+    def build(n):
+        import softops
+        f = getattr(softops, f"soft_{op}", None)
+        if f is None:
+            raise Unavailable(f"softops {softops.__file__} has no soft_{op}")
+        probe = _tiny(fw)
+        try:
+            f(probe, temperature=T, method=method)
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise Unavailable(f"softops {softops.__file__}: {e}") from None
+        return lambda v: f(v, axis=-1, temperature=T, method=method)
+    return build
+
+
+def _tiny(fw):
+    if fw == "torch":
+        import torch
+        return torch.tensor([[3.0, 1.0, 2.0]])
+    import jax.numpy as jnp
+    return jnp.array([[3.0, 1.0, 2.0]])
+
+
+def _torchsort(op, T):
+    def build(n):
+        import torchsort
+        f = torchsort.soft_rank if op == "rank" else torchsort.soft_sort
+        return lambda v: f(v, regularization="l2", regularization_strength=T)
+    return build
+
+
+def _softtorch(op, T):
+    def build(n):
+        import softtorch
+        if op == "rank":
+            return lambda v: softtorch.rank(v, dim=-1, softness=T, mode="c0", method="fast_soft_sort",
+                                            descending=False, standardize=False)
+        return lambda v: softtorch.sort(v, dim=-1, softness=T, mode="c0", method="fast_soft_sort",
+                                        standardize=False, return_indices=False).values
+    return build
+
+
+def _diffsort(n):
+    from diffsort import DiffSortNet
+    if n & (n - 1):
+        raise Unavailable("bitonic network needs n a power of 2")
+    net = DiffSortNet("bitonic", n, steepness=10.0)
+    return lambda v: net(v)[0]
+
+
+def _torch_sort(n):
+    import torch
+    return lambda v: torch.sort(v, dim=-1).values
+
+
+def _softjax(op, T):
+    def build(n):
+        import softjax
+        if op == "rank":
+            return lambda v: softjax.rank(v, axis=-1, softness=T, mode="c0", method="fast_soft_sort",
+                                          descending=False, standardize=False)
+        return lambda v: softjax.sort(v, axis=-1, softness=T, mode="c0", method="fast_soft_sort",
+                                      standardize=False)
+    return build
+
+
+def _ott(op):
+    """ott-jax's Sinkhorn soft sort / ranks (epsilon 1e-2, n targets), made reverse-differentiable.
+
+    With ott's defaults, reverse mode fails here: the implicit-diff backward (a
+    lineax solve) returns NaN for a random cotangent in float32, and soft_sort's
+    default SortingInitializer is a while_loop that reverse mode rejects.  So the
+    backward unrolls the Sinkhorn iterations, from the default initializer.
+    """
+    def build(n):
+        from ott.initializers.linear.initializers import DefaultInitializer
+        from ott.tools import soft_sort
+        f = soft_sort.ranks if op == "rank" else soft_sort.sort
+        return lambda v: f(v, axis=-1, implicit_diff=None, initializer=DefaultInitializer())
+    return build
+
+
+def _jaxopt(op, T):
+    """Blondel et al.'s permutahedron projection, composed from jaxopt.isotonic.isotonic_l2_pav.
+
+    jaxopt has no soft rank / sort function; its isotonic regression (numba PAV via
+    pure_callback, 1-D only, JVP with an n x n one-hot) is the building block.
+    """
+    def build(n):
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+        from jaxopt._src import isotonic as iso
+        from jaxopt.isotonic import isotonic_l2_pav
+
+        # jax >= 0.10 hands pure_callback a buffer that jaxopt 0.8.5's numba kernel
+        # cannot type; feed it an ndarray (no other change to jaxopt).
+        kernel = iso._isotonic_l2_pav_numba
+        if not getattr(kernel, "_bench_shim", False):
+            def shim(y, _k=kernel):
+                return _k(np.asarray(y))
+            shim._bench_shim = True
+            iso._isotonic_l2_pav_numba = shim
+
+        w = jnp.arange(n, 0, -1, dtype=jnp.float32)       # n, ..., 1
+
+        def rank_row(x):                                  # projection of x / T onto P(w)
+            z = x / T
+            perm = jnp.argsort(-z)
+            s = z[perm]
+            primal = s - isotonic_l2_pav(s - w, increasing=False)
+            return jnp.zeros_like(z).at[perm].set(primal)
+
+        def sort_row(x):                                  # projection of w / T onto P(x), ascending
+            s = -jnp.sort(-x)                             # x sorted descending
+            wt = w / T
+            desc = wt - isotonic_l2_pav(wt - s, increasing=False)
+            return desc[::-1]
+
+        return jax.vmap(rank_row if op == "rank" else sort_row)
+    return build
+
+
+def _jnp_sort(n):
+    import jax.numpy as jnp
+    return lambda v: jnp.sort(v, axis=-1)
+
+
+def contenders(ops, frameworks, T):
+    out = []
+    for op in ops:
+        if "torch" in frameworks:
+            out += [
+                Contender("torch", "softops permutahedron", op, _softops("torch", op, "permutahedron", T)),
+                Contender("torch", "softops lapsum", op, _softops("torch", op, "lapsum", T)),
+                Contender("torch", "torchsort l2", op, _torchsort(op, T)),
+                Contender("torch", "softtorch fast_soft_sort c0", op, _softtorch(op, T)),
+            ]
+            if op == "sort":
+                out.append(Contender("torch", "diffsort bitonic", op, _diffsort, quadratic=True))
+        if "jax" in frameworks:
+            out += [
+                Contender("jax", "softops permutahedron", op, _softops("jax", op, "permutahedron", T)),
+                Contender("jax", "softops lapsum", op, _softops("jax", op, "lapsum", T)),
+                Contender("jax", "ott-jax", op, _ott(op), quadratic=True),
+                Contender("jax", "jaxopt isotonic", op, _jaxopt(op, T), quadratic=True),
+                Contender("jax", "softjax fast_soft_sort c0", op, _softjax(op, T)),
+            ]
+    if "torch" in frameworks:
+        out.append(Contender("torch", "torch.sort (fwd)", "floor", _torch_sort))
+    if "jax" in frameworks:
+        out.append(Contender("jax", "jnp.sort (fwd)", "floor", _jnp_sort))
+    return out
+
+
+# Ratios reported per op (same run); numerator / denominator contender keys.
+RATIOS = [
+    ("torch: softops permutahedron", "torch: torchsort l2", "<= 1.0"),
+    ("torch: softops permutahedron", "torch: torch.sort (fwd)", "<= 2 for n >= 1024"),
+    ("torch: softops lapsum", "torch: torch.sort (fwd)", "<= 3"),
+    ("jax: softops permutahedron", "jax: jnp.sort (fwd)", "<= 3"),
+    ("jax: ott-jax", "jax: softops permutahedron", ">= 100 at n = 1024 (speed-up)"),
+    ("jax: jaxopt isotonic", "jax: softops permutahedron", ">= 100 at n = 1024 (speed-up)"),
+    ("jax: softops lapsum", "jax: jnp.sort (fwd)", "<= 3"),
+]
+
+
+# --- timing ------------------------------------------------------------------------
+
+
+def make_step(c: Contender, fn, x, g):
+    """A no-argument callable running one timed call of ``fn`` on ``x``."""
+    if c.framework == "torch":
+        import torch
+        if c.op == "floor":
+            xt = torch.from_numpy(x)
+
+            def step():
+                with torch.no_grad():
+                    fn(xt)
+            return step
+        xt, gt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(g)
+
+        def step():
+            xt.grad = None
+            (fn(xt) * gt).sum().backward()
+        return step
+
+    import jax
+    import jax.numpy as jnp
+    xj, gj = jnp.asarray(x), jnp.asarray(g)
+    if c.op == "floor":
+        f = jax.jit(fn)
+        return lambda: jax.block_until_ready(f(xj))
+    grad = jax.jit(jax.grad(lambda v, cot: jnp.sum(fn(v) * cot)))
+    return lambda: jax.block_until_ready(grad(xj, gj))
+
+
+def time_size(steps: dict, args, errors: dict, progress=None):
+    """Round-robin timing: each round calls every step once; returns medians in ms."""
+    samples = {k: [] for k in steps}
+    for _ in range(args.repeats):
+        for k, step in steps.items():
+            if k in errors or (len(samples[k]) >= args.min_repeats and sum(samples[k]) > args.budget):
+                continue
+            try:
+                t0 = time.perf_counter()
+                step()
+                samples[k].append(time.perf_counter() - t0)
+            except Exception as e:  # noqa: BLE001 - a failing peer must not stop the run
+                errors[k] = f"{type(e).__name__}: {e}"[:200]
+        if progress is not None:
+            progress.update(1)
+    return {k: (statistics.median(v) * 1e3, len(v)) for k, v in samples.items() if v}
+
+
+def run(args):
+    import numpy as np
+
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    rng = np.random.default_rng(args.seed)
+    cons = contenders(args.ops, args.frameworks, args.temperature)
+    status = {}     # (key, op) -> reason it did not run at all
+    results = []    # dicts: framework, name, op, n, batch, median_ms, samples / error
+    progress = tqdm(total=len(args.sizes) * args.repeats, desc="rounds", file=sys.stderr) if tqdm else None
+    for n in args.sizes:
+        batch = max(1, args.total // n)
+        x = rng.standard_normal((batch, n)).astype(np.float32)
+        g = rng.standard_normal((batch, n)).astype(np.float32)
+        steps, errors, by_id = {}, {}, {}
+        for c in cons:
+            cid = (c.key, c.op)
+            if cid in status:
+                continue
+            if c.quadratic and n > args.max_quadratic_n:
+                errors[cid] = f"skipped: O(n^2) memory, n > --max-quadratic-n {args.max_quadratic_n}"
+                by_id[cid] = c
+                continue
+            try:
+                step = make_step(c, c.build(n), x, g)
+                t0 = time.perf_counter()
+                for _ in range(max(1, args.warmup)):
+                    step()
+                    if time.perf_counter() - t0 > args.budget:
+                        break
+            except ImportError as e:
+                status[cid] = f"not installed ({e})"
+                continue
+            except Unavailable as e:
+                status[cid] = f"unavailable ({e})"
+                continue
+            except Exception as e:  # noqa: BLE001
+                errors[cid] = f"failed: {type(e).__name__}: {e}"[:200]
+                by_id[cid] = c
+                continue
+            steps[cid], by_id[cid] = step, c
+            if progress is not None:
+                progress.set_postfix_str(f"n={n} warmed {c.key} {c.op}")
+        medians = time_size(steps, args, errors, progress)
+        for cid, c in by_id.items():
+            row = dict(framework=c.framework, name=c.name, op=c.op, n=n, batch=batch)
+            if cid in medians:
+                row.update(median_ms=medians[cid][0], samples=medians[cid][1])
+            else:
+                row.update(median_ms=None, error=errors.get(cid, "no sample"))
+            results.append(row)
+    if progress is not None:
+        progress.close()
+    return results, status
+
+
+# --- report ------------------------------------------------------------------------
+
+
+def machine_info(args, thread_note):
+    info = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "nproc": os.cpu_count(),
+        "threads": args.threads,
+        "thread_limits": thread_note,
+        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "total": args.total,
+        "temperature": args.temperature,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    from importlib import metadata
+    versions = {}
+    for mod, dist in (("numpy", "numpy"), ("torch", "torch"), ("jax", "jax"), ("numba", "numba"),
+                      ("softops", "softops"), ("torchsort", "torchsort"), ("softtorch", "softtorch"),
+                      ("softjax", "softjax"), ("ott", "ott-jax"), ("jaxopt", "jaxopt"),
+                      ("diffsort", "diffsort")):
+        m = sys.modules.get(mod)
+        if m is not None:
+            try:
+                versions[dist] = getattr(m, "__version__", None) or metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                versions[dist] = "?"
+    if "softops" in sys.modules:
+        versions["softops"] += f" ({os.path.dirname(sys.modules['softops'].__file__)})"
+    info["versions"] = versions
+    return info
+
+
+def report(results, status, info, args) -> str:
+    def cell(row):
+        if row is None:
+            return ""
+        if row["median_ms"] is None:
+            return "skipped" if row["error"].startswith("skipped") else "error"
+        return f"{row['median_ms']:.3g}"
+
+    by = {(r["framework"] + ": " + r["name"], r["op"], r["n"]): r for r in results}
+    sizes = args.sizes
+    head = "| contender | " + " | ".join(f"n={n} (b={max(1, args.total // n)})" for n in sizes) + " |"
+    rule = "|---|" + "---:|" * len(sizes)
+    load = info["loadavg_start"]
+    lines = [
+        "# soft_rank / soft_sort benchmark",
+        "",
+        f"{info['date_utc']}; {info['cpu']}, nproc {info['nproc']}, {info['threads']} threads "
+        f"({info['thread_limits']}); load average at start "
+        + (", ".join(f"{v:.2f}" for v in load) if load else "?")
+        + f", at end {info.get('loadavg_end', '?')}; Python {info['python']}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        "",
+        f"Median ms of forward + backward (floors: forward only) on float32 (batch, n), "
+        f"batch * n = {args.total}, temperature / regularization_strength / softness "
+        f"{args.temperature}, {args.repeats} rounds after {args.warmup} warm-up calls.",
+    ]
+    floors = [k for k in dict.fromkeys(r["framework"] + ": " + r["name"] for r in results if r["op"] == "floor")]
+    for op in args.ops:
+        keys = list(dict.fromkeys(r["framework"] + ": " + r["name"] for r in results if r["op"] == op))
+        lines += ["", f"## soft_{op}", "", head, rule]
+        for k, o in [(k, op) for k in keys] + [(k, "floor") for k in floors]:
+            lines.append(f"| {k} | " + " | ".join(cell(by.get((k, o, n))) for n in sizes) + " |")
+        lines += ["", f"Ratios (soft_{op}, same run):", "",
+                  "| ratio | " + " | ".join(f"n={n}" for n in sizes) + " | target |", rule + "---|"]
+        for num, den, target in RATIOS:
+            vals = []
+            for n in sizes:
+                a = by.get((num, op, n))
+                b = by.get((den, "floor" if "sort (fwd)" in den else op, n))
+                ok = a and b and a["median_ms"] and b["median_ms"]
+                vals.append(f"{a['median_ms'] / b['median_ms']:.2f}" if ok else "")
+            if any(vals):
+                lines.append(f"| {num} / {den} | " + " | ".join(vals) + f" | {target} |")
+    notes = sorted({f"{r['framework']}: {r['name']} (n={r['n']}): {r['error']}"
+                    for r in results if r["median_ms"] is None and not r["error"].startswith("skipped")})
+    skipped = sorted({f"{r['framework']}: {r['name']}" for r in results
+                      if r["median_ms"] is None and r["error"].startswith("skipped")})
+    if status or notes or skipped:
+        lines += ["", "## Not run", ""]
+        lines += [f"- {k} [{op}]: {why}" for (k, op), why in sorted(status.items())]
+        lines += [f"- {s}" for s in notes]
+        if skipped:
+            lines.append(f"- skipped above n = {args.max_quadratic_n} (O(n^2) memory): " + ", ".join(skipped))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    thread_note = limit_threads(args.threads)
+    set_framework_threads(args.threads, args.frameworks)
+    info = machine_info(args, thread_note)
+    results, status = run(args)
+    info = {**machine_info(args, thread_note), "loadavg_start": info["loadavg_start"]}
+    if hasattr(os, "getloadavg"):
+        info["loadavg_end"] = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    text = report(results, status, info, args)
+    print(text)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output + ".md", "w") as f:
+            f.write(text)
+        with open(args.output + ".json", "w") as f:
+            json.dump({"meta": info, "results": results,
+                       "not_run": {f"{k} [{op}]": why for (k, op), why in status.items()}}, f, indent=1)
+        print(f"wrote {args.output}.md and {args.output}.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
