@@ -58,6 +58,13 @@ class Backend:
         """Standard Gumbel noise of ``shape`` and ``dtype`` on the device of ``like``."""
         raise NotImplementedError
 
+    def sort_descending(self, x):
+        """``(values, order)``: ``x`` sorted descending along the last axis, and the
+        permutation that sorts it (one sort, differentiable in the values)."""
+        xp = self.xp
+        order = xp.argsort(x, axis=-1, descending=True)
+        return xp.take_along_axis(x, order, axis=-1), order
+
     def inverse_permutation(self, order):
         """Inverse of the permutations along the last axis of the int array ``order``."""
         return self.xp.argsort(order, axis=-1)

@@ -21,7 +21,8 @@ from softops._backend import Backend
 xp_torch = types.ModuleType("softops._backend.xp_torch")
 xp_torch.__dict__.update({k: v for k, v in vars(compat_torch).items() if not k.startswith("__")})
 xp_torch.cumulative_sum = lambda x, /, *, axis=None: torch.cumsum(x, dim=-1 if axis is None else axis)
-xp_torch.take_along_axis = lambda x, indices, /, *, axis=-1: torch.take_along_dim(x, indices, dim=axis)
+# torch.gather: take_along_dim also wraps negative indices (an extra pass).
+xp_torch.take_along_axis = lambda x, indices, /, *, axis=-1: torch.gather(x, axis, indices)
 
 
 class _CustomVJP(torch.autograd.Function):
@@ -92,6 +93,10 @@ class TorchBackend(Backend):
         u = torch.rand(shape, generator=generator, dtype=dtype, device=like.device)
         u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
         return -torch.log(-torch.log(u))
+
+    def sort_descending(self, x):
+        values, order = torch.sort(x, dim=-1, descending=True)
+        return values, order
 
     def inverse_permutation(self, order):
         positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)

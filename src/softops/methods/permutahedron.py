@@ -142,8 +142,8 @@ def project_rows(backend: Backend, y, w, temperature, kl: bool):
     projection of ``y / T`` onto the permutahedron of ``w``, whose entries must be
     sorted descending (kl: ``w`` holds log-weights and the primal is returned)."""
     xp = backend.xp
-    order = xp.argsort(y, axis=-1, descending=True, stable=True)
-    z = xp.take_along_axis(y, order, axis=-1)
+    # Ties may come in any order: tied entries always share one block.
+    z, order = backend.sort_descending(y)
     p = _isotonic(backend, z, w, _scale(backend, y, temperature), kl)
     return xp.take_along_axis(p, backend.inverse_permutation(order), axis=-1)
 
