@@ -93,7 +93,8 @@ def test_against_direct_sums(backend, rng, t):
 
 # --- invariants --------------------------------------------------------------------
 
-ROWS = st.integers(1, 12).flatmap(
+# A few row lengths only: JAX compiles once per shape.
+ROWS = st.sampled_from([1, 2, 7, 12]).flatmap(
     lambda n: arrays(np.float64, (2, n), elements=st.floats(-100, 100).map(lambda v: round(v, 1)))
 )
 
@@ -180,20 +181,24 @@ def test_float32_matches_float64(backend, rng, t):
     np.testing.assert_allclose(p32, p64, atol=1e-4)
 
 
+# Rows scaled by 1e4, ties, a constant row; and n = 1.
 HOSTILE = [
-    np.random.default_rng(0).normal(size=(3, 16)) * 1e4,
-    np.array([[1.0, 1.0, 2.0, 2.0, 2.0]]),
-    np.full((2, 6), 3.5),
+    np.concatenate(
+        [
+            np.random.default_rng(0).normal(size=(2, 16)) * 1e4,
+            np.repeat([[1.0, 1.0, 2.0, 2.0]], 4, axis=0).reshape(1, 16),
+            np.full((1, 16), 3.5),
+        ]
+    ),
     np.array([[4.2]]),
 ]
 
 
-@pytest.mark.parametrize("op", ["sort", "rank", "mask"])
-def test_no_nan_on_hostile_inputs(diff_backend, op):
+def test_no_nan_on_hostile_inputs(diff_backend):
+    # sort, rank and mask in one function (one compilation per shape and dtype
+    # under JAX); a NaN or inf in any part's gradient shows in the sum's.
     def f(a, temp):
-        if op == "mask":
-            return mask(a, 0.4 * a.shape[-1], temp)
-        return OPS[op](a, temperature=temp)
+        return OPS["sort"](a, temperature=temp) + OPS["rank"](a, temperature=temp) + mask(a, 0.4 * a.shape[-1], temp)
 
     for x in HOSTILE:
         for temp in (1e-4, 1.0, 1e4):
@@ -203,9 +208,10 @@ def test_no_nan_on_hostile_inputs(diff_backend, op):
                 assert np.all(np.isfinite(g)), (x, temp, dtype)
     for dtype in ("float16", "bfloat16", "float32"):
         x = diff_backend.asarray(HOSTILE[0] / 1e2, dtype)
-        y = OPS[op](x) if op != "mask" else softops.soft_sort(x, method="lapsum")
-        assert str(y.dtype).endswith(dtype)
-        assert np.all(np.isfinite(diff_backend.to_numpy(y)))
+        for op in OPS.values():
+            y = op(x, temperature=0.01)
+            assert str(y.dtype).endswith(dtype)
+            assert np.all(np.isfinite(diff_backend.to_numpy(y)))
 
 
 # --- gradients -------------------------------------------------------------------
@@ -268,11 +274,15 @@ def test_hard_forward_exact_backward_soft(diff_backend, rng):
 # --- transformations and backends ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jit_vmap_and_grad(diff_backend, rng):
     x = rng.normal(size=(3, 2, 7))
     cot = rng.normal(size=x.shape)
-    fs = [lambda t, op=op: OPS[op](t, temperature=0.4) for op in OPS] + [lambda t: mask(t, 2.5, 0.4)]
-    for f in fs:
+    # One function for all three operations: one compilation per transformation.
+    def f(t):
+        return OPS["sort"](t, temperature=0.4) + OPS["rank"](t, temperature=0.3) * mask(t, 2.5, 0.4)
+
+    if True:
         eager = diff_backend.to_numpy(f(diff_backend.asarray(x)))
         np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.jit(f)(diff_backend.asarray(x))), eager, rtol=1e-12)
         np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.vmap(f)(diff_backend.asarray(x))), eager, rtol=1e-12)

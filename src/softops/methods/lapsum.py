@@ -52,6 +52,7 @@ every ``where`` is finite), so they are exact, O(n log n), and also flow to a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from softops._backend import Backend
@@ -70,22 +71,51 @@ class LapSum:
         >>> import numpy as np, softops
         >>> x = np.array([5.0, 1.0, 2.0])
         >>> softops.soft_rank(x, temperature=1.0, method="lapsum")
-        array([2.99084218, 1.18393972, 1.8252181 ])
+        array([2.96594865, 1.19309754, 1.84095381])
         >>> softops.soft_sort(x, temperature=1.0, method="lapsum")
-        array([1.09861229, 2.        , 4.89794828])
+        array([0.67343736, 2.25122071, 5.0658839 ])
         >>> softops.soft_sort(x, temperature=0.01, method="lapsum")
         array([1., 2., 5.])
+        >>> from softops._backend import backend_of
+        >>> softops.LapSum().topk_mask_rows(backend_of(x), x, 2, 0.5, True)
+        array([0.99954462, 0.18416755, 0.81628783])
+
+    The soft sort at ``T = 1`` is ``F^{-1}(k - 1/2)``: 1 and 2 are within ``T``
+    of each other, so they are pushed apart (LapSum's sort is not
+    mean-preserving; ``s_1 < min(x)`` once ``T`` is comparable to the gaps).
     """
 
     # The sort-method interface (see softops.sort): rows of shape (*batch, n).
     def sort_rows(self, backend: Backend, x, temperature, descending: bool):
-        return sort_rows(backend, x, temperature, descending)
+        return _compiled(backend, sort_rows)(backend, x, temperature, descending)
 
     def rank_rows(self, backend: Backend, x, temperature, descending: bool):
-        return rank_rows(backend, x, temperature, descending)
+        return _compiled(backend, rank_rows)(backend, x, temperature, descending)
 
     def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
-        return topk_mask_rows(backend, x, k, temperature, largest)
+        """Soft top-k membership weights of each row (see ``topk_mask_rows``)."""
+        xp = backend.xp
+        if isinstance(k, (int, float)):
+            k = xp.asarray(float(k), dtype=x.dtype, device=backend.device(x))
+        elif k.dtype != x.dtype:
+            k = xp.astype(k, x.dtype)
+        return _compiled(backend, topk_mask_rows)(backend, x, k, temperature, largest)
+
+
+def _compiled(backend: Backend, function):
+    """``function(backend, array, array, array, flag)`` itself, or under JAX its
+    ``jax.jit`` (backend and flag static): eager JAX would otherwise compile each
+    of its few dozen small operations separately for every new shape."""
+    if backend.name != "jax":
+        return function
+    return _jax_jit(function)
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_jit(function):
+    import jax
+
+    return jax.jit(function, static_argnums=(0, 4 if function is topk_mask_rows else 3))
 
 
 def _affine_scan(xp, d):
@@ -211,14 +241,10 @@ def _sigma(xp, u):
 
 def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
     """Soft top-k membership of each row of ``x`` (shape ``(*batch, n)``): weights
-    in ``[0, 1]`` summing to ``k`` (clipped to ``[0, n]``).  ``k`` is a number or
-    an array broadcastable to ``x.shape[:-1]`` (float allowed, differentiable)."""
+    in ``[0, 1]`` summing to ``k`` (clipped to ``[0, n]``); ``k`` is an array of
+    ``x``'s dtype broadcastable to ``x.shape[:-1]`` (differentiable)."""
     xp = backend.xp
     n = x.shape[-1]
-    if isinstance(k, (int, float)):
-        k = xp.asarray(float(k), dtype=x.dtype, device=backend.device(x))
-    elif k.dtype != x.dtype:
-        k = xp.astype(k, x.dtype)
     k = xp.broadcast_to(k, x.shape[:-1])[..., None]
     knots = _Knots(backend, x, temperature)
     target = n - k if largest else k
