@@ -22,9 +22,11 @@ paper's closed-form inverse of LapSum).  Here:
   soft top-k; smallest: ``p_i = sigma(b - x_i)`` with ``F(b) = k``).
 
 Values closer than about ``T`` are blended; values more than a few ``T`` apart
-are treated exactly.  As ``T -> 0`` the sort and the top-k mask are exact, and
-ranks are exact with tied values sharing their average rank (a tie of ``g``
-values at ranks ``k..k+g-1`` gets ``k + (g - 1) / 2`` at every ``T``).
+are treated exactly.  As ``T -> 0`` the sort, the ranks and the top-k mask
+become exact.  Ties: tied values get equal ranks at every ``T`` (their average
+rank ``k + (g - 1) / 2`` as ``T -> 0`` for a tie of ``g`` values at ranks
+``k..k+g-1``); the sorted outputs of a tie are spread by a few ``T`` around the
+tied value; a ``k`` that splits a tie shares the remainder equally among it.
 
 Numerics.  After one sort of the row (``y`` ascending, gaps ``g_j = y_{j+1} - y_j``)
 everything is expressed through the bounded sums
@@ -40,14 +42,18 @@ overflows or cancels for any scale of ``x`` and ``T``.  The sorted ranks are
 ``P = alpha_m e^{-(b - y_m)/T}`` and ``Q = beta_{m+1} e^{-(y_{m+1} - b)/T}`` satisfy
 ``Q - P = 2 (t - m)`` and ``P Q = C = alpha_m beta_{m+1} e^{-g_m / T}``, so
 ``max(P, Q) = D = |d| + sqrt(d^2 + C)`` with ``d = t - m``; ``log D`` is
-evaluated as ``log|d| + log(1 + sqrt(1 + C / d^2))`` or
-``log(C) / 2 + asinh(|d| / sqrt(C))``, whichever has the bounded argument, and
+evaluated as ``log|d| + log(1 + sqrt(1 + C / d^2))`` when ``d^2 > C``, giving
 ``b = y_{m+1} - T log(beta_{m+1} / D)`` if ``d >= 0`` else
-``y_m + T log(alpha_m / D)``.  The gap ``m`` holding each target comes from the
+``y_m + T log(alpha_m / D)``; otherwise ``b = (y_m + y_{m+1}) / 2 +
+T (log(alpha_m / beta_{m+1}) / 2 + asinh(d / sqrt(C)))`` (``|d / sqrt(C)| <= 1``;
+the scale ``1 / sqrt(C)`` is capped at ``e^80``, reached only for ``d = 0``).
+``b`` is kept as a knot (or midpoint) plus ``T`` times an offset, so the mask
+forms ``(x_i - b) / T`` without cancelling ``x``-sized terms.  The gap ``m`` holding each target comes from the
 sorted ranks (one ``searchsorted`` for the sort, one count for top-k).
 Gradients are the framework's autodiff through these formulas (every branch of
 every ``where`` is finite), so they are exact, O(n log n), and also flow to a
-0-d temperature and to ``k``.
+0-d temperature and to ``k``.  Under JAX the row functions are ``jax.jit``-ed
+(one compilation per shape instead of one per small operation).
 """
 
 from __future__ import annotations
