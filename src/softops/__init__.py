@@ -14,6 +14,7 @@ from softops.index import (
     soft_scatter_add,
     soft_take,
 )
+from softops.methods.lapsum import LapSum
 from softops.methods.permutahedron import Permutahedron
 from softops.select import argmax_weights, soft_argmax, soft_argmin, soft_max, soft_min
 from softops.sort import soft_rank, soft_sort
@@ -38,6 +39,7 @@ __all__ = [
     "soft_scatter_add",
     "soft_take",
     # sort
+    "LapSum",
     "Permutahedron",
     "Relative",
     "soft_rank",

@@ -3,9 +3,12 @@ r"""Differentiable sorting and ranking: ``soft_sort`` and ``soft_rank``.
 Both work along ``axis`` (an int or a tuple of axes, flattened jointly), return
 an array shaped like ``x`` and are differentiable with respect to ``x`` and to a
 ``temperature`` given as a 0-d array.  The method is ``"permutahedron"``
-(Blondel et al. 2020; see ``softops.methods.permutahedron``), or a
-``softops.Permutahedron(regularization=...)`` config object; the string
-``"permutahedron"`` means ``Permutahedron(regularization="l2")``.
+(Blondel et al. 2020; see ``softops.methods.permutahedron``), ``"lapsum"``
+(Struski et al. 2025; see ``softops.methods.lapsum``), or a config object
+(``softops.Permutahedron(regularization=...)``, ``softops.LapSum()``); the
+string ``"permutahedron"`` means ``Permutahedron(regularization="l2")``.
+For ``"lapsum"`` the temperature is the scale of a Laplace distribution in
+units of ``x`` for both operations: values closer than about ``T`` blend.
 
 Temperature.  For the permutahedron it equals the regularisation strength
 epsilon of Blondel et al. (and of torchsort / fast-soft-sort, so results agree
@@ -39,17 +42,18 @@ from dataclasses import replace
 
 from softops._prepare import prepare
 from softops._validate import check_flag
+from softops.methods.lapsum import LapSum
 from softops.methods.permutahedron import Permutahedron
 from softops.select import _straight_through
 from softops.temperature import Relative
 
-__all__ = ["Permutahedron", "soft_rank", "soft_sort"]
+__all__ = ["LapSum", "Permutahedron", "soft_rank", "soft_sort"]
 
 # Each sort method is a small frozen config object with
 #   sort_rows(backend, x, temperature, descending) and
 #   rank_rows(backend, x, temperature, descending)
 # on rows of shape (*batch, n); a string names the method's default config.
-SORT_METHODS = {"permutahedron": Permutahedron}
+SORT_METHODS = {"permutahedron": Permutahedron, "lapsum": LapSum}
 
 
 def resolve_method(method):
@@ -122,6 +126,11 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     ``-LSE_B(-x) + log sum_{j in B} exp((k - j) / T)`` instead (``LSE`` the
     log-sum-exp; descending: ``LSE_B(x) - log sum_{j in B} exp((k - j) / T)``).
 
+    LapSum method (``method="lapsum"``, Struski et al. 2025): position ``k``
+    holds the point ``b`` whose LapSum soft rank is ``k``, i.e.
+    ``sum_j sigma((b - x_j) / T) = k - 1/2`` with ``sigma`` the Laplace CDF
+    (closed-form inverse; see ``softops.methods.lapsum``).
+
     ``hard=True`` returns the exact sort with the gradient of the soft one.
 
     Example::
@@ -147,7 +156,9 @@ def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     units of ``x``) are blended, and as ``T -> 0`` the ranks are exact (tied
     values share their average rank).  With
     ``Permutahedron(regularization="kl")`` a block's ranks are
-    ``sum_B(rank) * softmax_B(x / T)``: always positive.
+    ``sum_B(rank) * softmax_B(x / T)``: always positive.  LapSum method
+    (``method="lapsum"``): ``rank_i = 1 + sum_{j != i} sigma((x_i - x_j) / T)``
+    with ``sigma`` the Laplace CDF; ties get their average rank at every ``T``.
 
     ``hard=True`` returns exact ordinal ranks (ties ordered by position, like
     ``scipy.stats.rankdata(method="ordinal")``) with the gradient of the soft

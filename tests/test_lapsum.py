@@ -1,0 +1,300 @@
+"""The LapSum method (Struski et al. 2025): soft_sort, soft_rank and the top-k mask
+on every backend, against direct O(n^2) float64 NumPy oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import softops
+from harness import finite_difference_vjp
+from softops._backend import backend_of
+
+LAPSUM = softops.LapSum()
+OPS = {
+    "sort": lambda x, **kw: softops.soft_sort(x, method="lapsum", **kw),
+    "rank": lambda x, **kw: softops.soft_rank(x, method="lapsum", **kw),
+}
+
+
+def mask(x, k, temperature=1.0, largest=True):
+    return LAPSUM.topk_mask_rows(backend_of(x), x, k, temperature, largest)
+
+
+# --- float64 NumPy oracles ------------------------------------------------------------
+
+
+def cdf(u, t):
+    """Laplace CDF of scale t."""
+    return np.where(u <= 0, 0.5 * np.exp(np.minimum(u, 0) / t), 1 - 0.5 * np.exp(-np.maximum(u, 0) / t))
+
+
+def lapsum(b, x, t):
+    """F(b) = sum_j cdf(b - x_j), directly (b: (*batch, m), x: (*batch, n))."""
+    return cdf(b[..., :, None] - x[..., None, :], t).sum(-1)
+
+
+def oracle_ranks(x, t):
+    return 0.5 + lapsum(x, x, t)
+
+
+def oracle_inverse(x, target, t, iters=200):
+    """Bisection for F(b) = target."""
+    lo = np.broadcast_to(x.min(-1, keepdims=True) - 60 * t - 1, target.shape).copy()
+    hi = np.broadcast_to(x.max(-1, keepdims=True) + 60 * t + 1, target.shape).copy()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        up = lapsum(mid, x, t) < target
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+# --- closed forms and oracles ---------------------------------------------------------
+
+
+def test_two_values_closed_form(backend):
+    """n = 2, x = (0, g): rank_2 = 2 - exp(-g/T) / 2; sort_1 solves
+    F(b) = 1/2 on [0, g]: 1 - e^{-b/T}/2 + e^{(b-g)/T}/2 = 1/2."""
+    g, t = 1.3, 0.7
+    x = backend.asarray([[0.0, g]])
+    e = np.exp(-g / t)
+    np.testing.assert_allclose(backend.to_numpy(OPS["rank"](x, temperature=t)), [[1 + e / 2, 2 - e / 2]], rtol=1e-13)
+    # e^{-b/T} = u solves 1 - u/2 + e^{-g/T}/(2u) = 1/2 -> u^2 - u - e = 0 (b < 0 side: F(0) > 1/2).
+    # Here F(0) = 1/2 + e/2 > 1/2, so b < 0: F(b) = e^{b/T}/2 (1 + e) = 1/2.
+    b1 = -t * np.log1p(e)
+    np.testing.assert_allclose(backend.to_numpy(OPS["sort"](x, temperature=t))[0, 0], b1, rtol=1e-13)
+    np.testing.assert_allclose(backend.to_numpy(OPS["sort"](x, temperature=t))[0, 1], g - b1, rtol=1e-13)
+
+
+@pytest.mark.parametrize("t", [1e-3, 0.3, 1.0, 30.0])
+def test_against_direct_sums(backend, rng, t):
+    x = np.round(rng.normal(size=(3, 11)), 1)  # rounded: some ties
+    bx = backend.asarray(x)
+    np.testing.assert_allclose(backend.to_numpy(OPS["rank"](bx, temperature=t)), oracle_ranks(x, t), rtol=1e-12)
+    s = backend.to_numpy(OPS["sort"](bx, temperature=t))
+    target = np.broadcast_to(np.arange(11) + 0.5, x.shape)
+    np.testing.assert_allclose(lapsum(s, x, t), target, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(s, oracle_inverse(x, target, t), rtol=1e-9, atol=1e-9 * (1 + t))
+    desc = backend.to_numpy(OPS["sort"](bx, temperature=t, descending=True))
+    np.testing.assert_allclose(desc, s[:, ::-1], rtol=1e-14)
+    rdesc = backend.to_numpy(OPS["rank"](bx, temperature=t, descending=True))
+    np.testing.assert_allclose(rdesc, 12 - oracle_ranks(x, t), rtol=1e-12)
+    for largest in (True, False):
+        for k in (1, 2.5, 10.9):
+            p = backend.to_numpy(mask(bx, k, t, largest))
+            target = np.full((3, 1), 11 - k if largest else k)
+            b = oracle_inverse(x, target, t)
+            want = cdf(x - b, t) if largest else cdf(b - x, t)
+            np.testing.assert_allclose(p, want, rtol=1e-8, atol=1e-10)
+
+
+# --- invariants --------------------------------------------------------------------
+
+# A few row lengths only: JAX compiles once per shape.
+ROWS = st.sampled_from([1, 2, 7, 12]).flatmap(
+    lambda n: arrays(np.float64, (2, n), elements=st.floats(-100, 100).map(lambda v: round(v, 1)))
+)
+
+
+@settings(max_examples=25)
+@given(x=ROWS, t=st.sampled_from([1e-3, 0.1, 1.0, 10.0, 1e3]), k=st.floats(0.0, 1.0))
+def test_invariants(backend, x, t, k):
+    n = x.shape[-1]
+    bx = backend.asarray(x)
+    sort = backend.to_numpy(OPS["sort"](bx, temperature=t))
+    rank = backend.to_numpy(OPS["rank"](bx, temperature=t))
+    assert np.all(np.isfinite(sort)) and np.all(np.isfinite(rank))
+    assert np.all(np.diff(sort, axis=-1) >= -1e-9 * (1 + np.abs(sort[..., 1:])))
+    np.testing.assert_allclose(rank.sum(-1), n * (n + 1) / 2, rtol=1e-12)
+    assert np.all(rank >= 1 - 1e-12) and np.all(rank <= n + 1e-12)
+    perm = np.random.default_rng(n).permutation(n)
+    rank_perm = backend.to_numpy(OPS["rank"](backend.asarray(x[:, perm]), temperature=t))
+    np.testing.assert_allclose(rank_perm, rank[:, perm], rtol=1e-12)
+    sort_perm = backend.to_numpy(OPS["sort"](backend.asarray(x[:, perm]), temperature=t))
+    np.testing.assert_allclose(sort_perm, sort, rtol=1e-12, atol=1e-12)
+    kk = k * n
+    p = backend.to_numpy(mask(bx, kk, t))
+    assert np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(p.sum(-1), kk, rtol=1e-9, atol=1e-9 * n)
+    p_perm = backend.to_numpy(mask(backend.asarray(x[:, perm]), kk, t))
+    np.testing.assert_allclose(p_perm, p[:, perm], rtol=1e-9, atol=1e-12)
+
+
+# --- limits ------------------------------------------------------------------------
+
+
+def test_small_temperature_is_exact(backend, rng):
+    x = rng.normal(size=(4, 33))
+    bx = backend.asarray(x)
+    ranks = np.argsort(np.argsort(x, -1), -1) + 1.0
+    for descending in (False, True):
+        sort = OPS["sort"](bx, temperature=1e-9, descending=descending)
+        want = -np.sort(-x, -1) if descending else np.sort(x, -1)
+        np.testing.assert_allclose(backend.to_numpy(sort), want, rtol=1e-14, atol=1e-14)
+        rank = OPS["rank"](bx, temperature=1e-9, descending=descending)
+        np.testing.assert_allclose(backend.to_numpy(rank), 34 - ranks if descending else ranks, rtol=1e-14)
+    top = np.argsort(-x, -1)[:, :5]
+    want = np.zeros_like(x)
+    np.put_along_axis(want, top, 1.0, -1)
+    np.testing.assert_allclose(backend.to_numpy(mask(bx, 5, 1e-9)), want, atol=1e-14)
+    np.testing.assert_allclose(backend.to_numpy(mask(bx, 28, 1e-9, largest=False)), 1 - want, atol=1e-14)
+
+
+def test_ties(backend):
+    x = backend.asarray([[3.0, 1.0, 3.0, 3.0, 0.0]])
+    # Average ranks at every temperature for exact ties (small T: 4, 2, 4, 4, 1).
+    np.testing.assert_allclose(backend.to_numpy(OPS["rank"](x, temperature=1e-6)), [[4, 2, 4, 4, 1]], rtol=1e-12)
+    r = backend.to_numpy(OPS["rank"](x, temperature=0.5))
+    assert r[0, 0] == r[0, 2] == r[0, 3]
+    assert np.array_equal(backend.to_numpy(OPS["rank"](x, hard=True)), [[3, 2, 4, 5, 1]])
+    np.testing.assert_allclose(backend.to_numpy(OPS["sort"](x, temperature=1e-9)), [[0, 1, 3, 3, 3]], atol=1e-8)
+    # k splits a tie: the tied values share the remainder equally.
+    np.testing.assert_allclose(backend.to_numpy(mask(x, 2.0, 1e-9)), [[2 / 3, 0, 2 / 3, 2 / 3, 0]], rtol=1e-9)
+
+
+def test_mask_edges(backend):
+    x = backend.asarray([[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]])
+    for largest in (True, False):
+        np.testing.assert_array_equal(backend.to_numpy(mask(x, 3, 0.3, largest)), np.ones((2, 3)))
+        np.testing.assert_array_equal(backend.to_numpy(mask(x, 0, 0.3, largest)), np.zeros((2, 3)))
+    np.testing.assert_allclose(backend.to_numpy(mask(x, 1.2, 0.3))[1], [0.4] * 3, rtol=1e-12)
+    # k per row
+    p = backend.to_numpy(mask(x, backend.asarray([1.0, 2.0]), 0.3))
+    np.testing.assert_allclose(p.sum(-1), [1.0, 2.0], rtol=1e-12)
+
+
+# --- precision and robustness --------------------------------------------------------
+
+
+@pytest.mark.parametrize("t", [1e-3, 1e-1, 10.0])
+def test_float32_matches_float64(backend, rng, t):
+    x = rng.normal(size=(2, 1024))
+    for op in ("sort", "rank"):
+        r64 = backend.to_numpy(OPS[op](backend.asarray(x), temperature=t))
+        r32 = backend.to_numpy(OPS[op](backend.asarray(x, "float32"), temperature=t))
+        np.testing.assert_allclose(r32, r64, atol=2e-5 * np.abs(r64).max())
+    p64 = backend.to_numpy(mask(backend.asarray(x), 100.5, t))
+    p32 = backend.to_numpy(mask(backend.asarray(x, "float32"), 100.5, t))
+    np.testing.assert_allclose(p32, p64, atol=1e-4)
+
+
+# Rows scaled by 1e4, ties, a constant row; and n = 1.
+HOSTILE = [
+    np.concatenate(
+        [
+            np.random.default_rng(0).normal(size=(2, 16)) * 1e4,
+            np.repeat([[1.0, 1.0, 2.0, 2.0]], 4, axis=0).reshape(1, 16),
+            np.full((1, 16), 3.5),
+        ]
+    ),
+    np.array([[4.2]]),
+]
+
+
+def test_no_nan_on_hostile_inputs(diff_backend):
+    # sort, rank and mask in one function (one compilation per shape and dtype
+    # under JAX); a NaN or inf in any part's gradient shows in the sum's.
+    def f(a, temp):
+        return OPS["sort"](a, temperature=temp) + OPS["rank"](a, temperature=temp) + mask(a, 0.4 * a.shape[-1], temp)
+
+    for x in HOSTILE:
+        for temp in (1e-4, 1.0, 1e4):
+            cot = np.cos(np.arange(x.size)).reshape(x.shape)
+            for dtype in ("float64", "float32"):
+                g = diff_backend.vjp(lambda t: f(t, temp), x, cot, dtype)
+                assert np.all(np.isfinite(g)), (x, temp, dtype)
+    for dtype in ("float16", "bfloat16", "float32"):
+        x = diff_backend.asarray(HOSTILE[0] / 1e2, dtype)
+        for op in OPS.values():
+            y = op(x, temperature=0.01)
+            assert str(y.dtype).endswith(dtype)
+            assert np.all(np.isfinite(diff_backend.to_numpy(y)))
+
+
+# --- gradients -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["sort", "rank"])
+@pytest.mark.parametrize("axis, descending", [(-1, False), (0, True)])
+def test_gradient_matches_finite_differences(diff_backend, rng, op, axis, descending):
+    x = np.concatenate([rng.permutation(12) * 0.37, [1.11]]).reshape(1, 13)  # 1.11 = 3 * 0.37: a tie
+    x = np.concatenate([x, rng.normal(size=(1, 13))])
+    kw = dict(axis=axis, descending=descending, temperature=0.6)
+    f = lambda t: OPS[op](t, **kw)
+    cot = rng.normal(size=x.shape)
+    got = diff_backend.vjp(f, x, cot)
+    want = finite_difference_vjp(lambda a: f(np.asarray(a)), x, cot)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_mask_gradient_x_and_k(diff_backend, rng, largest):
+    x = rng.normal(size=(2, 9))
+    cot = rng.normal(size=x.shape)
+    f = lambda a, k=3.3: mask(a, k, 0.4, largest)
+    got = diff_backend.vjp(f, x, cot)
+    want = finite_difference_vjp(lambda a: f(np.asarray(a)), x, cot)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+    bx = diff_backend.asarray(x)
+    k = np.array([3.3, 6.0])
+    got_k = diff_backend.vjp(lambda kk: f(bx, kk), k, cot)
+    want_k = finite_difference_vjp(lambda kk: f(np.asarray(x), np.asarray(kk)), k, cot)
+    np.testing.assert_allclose(got_k, want_k, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("op", ["sort", "rank", "mask"])
+def test_temperature_gradient(diff_backend, op):
+    x = np.array([[0.3, -1.2, 2.0, 0.9, 1.1]])
+    cot = np.array([[0.5, -1.0, 2.0, 0.3, 1.0]])
+    bx = diff_backend.asarray(x)
+    f = (lambda t: mask(bx, 2.2, t)) if op == "mask" else (lambda t: OPS[op](bx, temperature=t))
+    got = diff_backend.vjp(f, np.array(0.7), cot)
+    want = finite_difference_vjp(lambda t: f(np.asarray(t)) if False else _numpy_value(op, x, t), np.array(0.7), cot)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _numpy_value(op, x, t):
+    t = float(t)
+    return mask(x, 2.2, t) if op == "mask" else OPS[op](x, temperature=t)
+
+
+def test_hard_forward_exact_backward_soft(diff_backend, rng):
+    x = rng.normal(size=(3, 6))
+    cot = rng.normal(size=x.shape)
+    for op, want in (("sort", np.sort(x, -1)), ("rank", np.argsort(np.argsort(x, -1), -1) + 1.0)):
+        assert np.array_equal(diff_backend.to_numpy(OPS[op](diff_backend.asarray(x), hard=True)), want)
+        g_hard = diff_backend.vjp(lambda t: OPS[op](t, hard=True, temperature=0.5), x, cot)
+        g_soft = diff_backend.vjp(lambda t: OPS[op](t, temperature=0.5), x, cot)
+        np.testing.assert_allclose(g_hard, g_soft, rtol=1e-12, atol=1e-15)
+
+
+# --- transformations and backends ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_jit_vmap_and_grad(diff_backend, rng):
+    x = rng.normal(size=(3, 2, 7))
+    cot = rng.normal(size=x.shape)
+    # One function for all three operations: one compilation per transformation.
+    def f(t):
+        return OPS["sort"](t, temperature=0.4) + OPS["rank"](t, temperature=0.3) * mask(t, 2.5, 0.4)
+
+    if True:
+        eager = diff_backend.to_numpy(f(diff_backend.asarray(x)))
+        np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.jit(f)(diff_backend.asarray(x))), eager, rtol=1e-12)
+        np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.vmap(f)(diff_backend.asarray(x))), eager, rtol=1e-12)
+        g_eager = diff_backend.vjp(f, x, cot)
+        np.testing.assert_allclose(diff_backend.vjp(diff_backend.jit(f), x, cot), g_eager, rtol=1e-12)
+        np.testing.assert_allclose(diff_backend.vjp(diff_backend.vmap(f), x, cot), g_eager, rtol=1e-12)
+
+
+def test_backends_agree(backend, rng):
+    x = rng.normal(size=(2, 3, 20))
+    bx = backend.asarray(x)
+    for op in OPS:
+        want = OPS[op](x, temperature=0.2, axis=(1, 2))
+        np.testing.assert_allclose(backend.to_numpy(OPS[op](bx, temperature=0.2, axis=(1, 2))), want, rtol=1e-13)
+    np.testing.assert_allclose(backend.to_numpy(mask(bx, 4.5, 0.2)), mask(x, 4.5, 0.2), rtol=1e-13)
