@@ -298,3 +298,28 @@ def test_backends_agree(backend, rng):
         want = OPS[op](x, temperature=0.2, axis=(1, 2))
         np.testing.assert_allclose(backend.to_numpy(OPS[op](bx, temperature=0.2, axis=(1, 2))), want, rtol=1e-13)
     np.testing.assert_allclose(backend.to_numpy(mask(bx, 4.5, 0.2)), mask(x, 4.5, 0.2), rtol=1e-13)
+
+
+def test_public_topk_family_with_lapsum(backend, rng):
+    """soft_topk_mask / soft_topk / soft_quantile dispatch to LapSum; Relative works."""
+    x = rng.normal(size=(3, 20))
+    bx = backend.asarray(x)
+    for k in (1, 4.5, 20):
+        m = backend.to_numpy(softops.soft_topk_mask(bx, k, method="lapsum", temperature=0.3))
+        assert np.all((m >= 0) & (m <= 1))
+        np.testing.assert_allclose(m.sum(-1), k, rtol=1e-9)
+    exact = backend.to_numpy(softops.soft_topk_mask(bx, 4, method="lapsum", temperature=1e-6))
+    top4 = np.argsort(-x, axis=-1)[:, :4]
+    np.testing.assert_array_equal(exact, _mask(x, top4))
+    values = backend.to_numpy(softops.soft_topk(bx, 3, method="lapsum", temperature=1e-6))
+    np.testing.assert_allclose(values, -np.sort(-x, axis=-1)[:, :3], rtol=1e-9)
+    q = backend.to_numpy(softops.soft_quantile(bx, 0.3, method="lapsum", temperature=1e-6))
+    np.testing.assert_allclose(q, np.quantile(x, 0.3, axis=-1), rtol=1e-9)
+    relative = backend.to_numpy(softops.soft_topk_mask(bx, 4, method="lapsum", temperature=softops.Relative(0.5)))
+    np.testing.assert_allclose(relative.sum(-1), 4, rtol=1e-9)
+
+
+def _mask(x, top):
+    mask = np.zeros_like(x)
+    np.put_along_axis(mask, top, 1.0, axis=-1)
+    return mask

@@ -91,6 +91,12 @@ class LapSum:
     mean-preserving; ``s_1 < min(x)`` once ``T`` is comparable to the gaps).
     """
 
+    @staticmethod
+    def temperature_for(tau, spacing, op: str):
+        """Temperature for ``softops.Relative(tau)``: the Laplace scale is a length
+        in units of ``x`` for every operation, ``T = tau * spacing``."""
+        return tau * spacing
+
     # The sort-method interface (see softops.sort): rows of shape (*batch, n).
     def sort_rows(self, backend: Backend, x, temperature, descending: bool):
         return _compiled(backend, sort_rows)(backend, x, temperature, descending)
