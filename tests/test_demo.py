@@ -24,4 +24,6 @@ def test_demo_prints_the_tour():
     assert "lookup([1, 2, 3, 4, 5], 1.5) = 2.5000" in out
     assert "d / d arr = [0.00, 0.50, 0.50, 0.00, 0.00]   d / d index = +1.0000" in out
     assert "= [3.50, 8.50]" in out
+    # The sorting family: 0.30 and 0.31 share the third place of the top-3 mask.
+    assert "soft_topk_mask(k=3, temperature=Relative(1)) = [0.493, 0.000, 1.000, 0.507, 1.000] (sums to 3.0)" in out
     assert not re.search(r"[\[ ,=]-?(nan|inf)\b", out)  # _fmt prints non-finite values so

@@ -110,6 +110,24 @@ def tour_index(torch, softops):
     print(f"assign(arange(5), 3, -1) = {_fmt(exact, 0)} (inputs are never modified)")
 
 
+def tour_sort(torch, softops):
+    _section("8. Soft sort, rank, top-k and quantiles (permutahedron, LapSum)")
+    x = torch.tensor([0.3, -1.2, 2.0, 0.31, 1.1], requires_grad=True)
+    print(f"x = {_fmt(x, 2)}; torch.argsort(torch.argsort(x)) + 1 = {_fmt(torch.argsort(torch.argsort(x)) + 1.0, 0)}")
+    for method in ("permutahedron", "lapsum"):
+        ranks = softops.soft_rank(x, temperature=0.1, method=method)
+        print(f"soft_rank[{method:<13}](T=0.1) = {_fmt(ranks, 3)}  (0.30 and 0.31 share ranks)")
+    soft = softops.Relative(1.0)  # about one typical neighbour gap of x
+    print(f"soft_sort(temperature=Relative(1))      = {_fmt(softops.soft_sort(x, temperature=soft), 3)}")
+    mask = softops.soft_topk_mask(x, 3, temperature=soft)
+    (grad,) = torch.autograd.grad((mask * torch.arange(5.0)).sum(), x)
+    print(f"soft_topk_mask(k=3, temperature=Relative(1)) = {_fmt(mask, 3)} (sums to {_item(mask.sum()):.1f})")
+    print(f"  d sum(mask * [0..4]) / dx = {_fmt(grad, 3)}")
+    median = softops.soft_median(x, temperature=softops.Relative(0.3))
+    print(f"soft_median(temperature=Relative(0.3)) = {_item(median):.4f}; torch.quantile(x, 0.5) = "
+          f"{_item(torch.quantile(x.detach(), 0.5)):.4f}")
+
+
 def run_demo() -> int:
     import softops
 
@@ -122,4 +140,5 @@ def run_demo() -> int:
     print(f"softops {softops.__version__} on PyTorch {torch.__version__}")
     tour_select(torch, softops)
     tour_index(torch, softops)
+    tour_sort(torch, softops)
     return 0
