@@ -20,26 +20,29 @@ framework:
 
 from __future__ import annotations
 
+import abc
 import sys
 from typing import Any, Callable
 
 __all__ = ["Backend", "backend_of"]
 
 
-class Backend:
+class Backend(abc.ABC):
     """Interface of a framework backend (see the module docstring)."""
 
     name: str
     xp: Any
     differentiable: bool
 
+    @abc.abstractmethod
     def stop_gradient(self, x):
-        raise NotImplementedError
+        ...
 
     def device(self, x):
         """What to pass as ``device=`` to make an array next to ``x``."""
         return x.device
 
+    @abc.abstractmethod
     def custom_vjp(self, fwd: Callable, bwd: Callable) -> Callable:
         """Return ``f(*arrays)`` whose value is ``fwd(xp, *arrays)[0]``.
 
@@ -52,11 +55,12 @@ class Backend:
         registered framework function is built once and reused (jit caches and
         ``torch.compile`` graphs stay valid).
         """
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def gumbel(self, key, shape: tuple[int, ...], dtype, like):
         """Standard Gumbel noise of ``shape`` and ``dtype`` on the device of ``like``."""
-        raise NotImplementedError
+        ...
 
     def sort_descending(self, x):
         """``(values, order)``: ``x`` sorted descending along the last axis, and the
@@ -69,13 +73,15 @@ class Backend:
         """Inverse of the permutations along the last axis of the int array ``order``."""
         return self.xp.argsort(order, axis=-1)
 
+    @abc.abstractmethod
     def isotonic_forward(self, z, w, scale, kl: bool):
         """``(p, start)``: see ``softops._kernels.isotonic.forward_numpy``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def isotonic_backward(self, z, w, scale, start, g, kl: bool):
         """``(gz, gw, gc)``: see ``softops._kernels.isotonic.backward_numpy``."""
-        raise NotImplementedError
+        ...
 
 
 def _is_instance_of_loaded(x, module: str, attribute: str) -> bool:
