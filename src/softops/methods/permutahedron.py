@@ -127,11 +127,10 @@ def _scale(backend: Backend, x, temperature):
 
 def sort_rows(backend: Backend, x, temperature, regularization: str, descending: bool):
     """Soft sort of each row of ``x`` (shape ``(*batch, n)``)."""
-    xp = backend.xp
     kl = regularization == "kl"
     # Descending soft sort of y: P(rho / T, y) with y's entries sorted descending.
     y = x if descending else -x
-    w = xp.sort(y, axis=-1, descending=True)
+    w, _ = backend.sort_descending(y)  # values only: stability is irrelevant
     rho = _descending_positions(backend, x)
     p = _isotonic(backend, rho, w, _scale(backend, x, temperature), kl)
     return p if descending else -p
