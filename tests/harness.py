@@ -153,6 +153,16 @@ def make_harnesses():
 HARNESSES = make_harnesses()
 
 
+def assert_transforms_agree(harness, f, x: np.ndarray, cotangent: np.ndarray, rtol=1e-12):
+    """``f`` under the harness's jit and vmap gives the eager values and gradients."""
+    eager = harness.to_numpy(f(harness.asarray(x)))
+    for transform in (harness.jit, harness.vmap):
+        np.testing.assert_allclose(harness.to_numpy(transform(f)(harness.asarray(x))), eager, rtol=rtol)
+    g_eager = harness.vjp(f, x, cotangent)
+    for transform in (harness.jit, harness.vmap):
+        np.testing.assert_allclose(harness.vjp(transform(f), x, cotangent), g_eager, rtol=rtol)
+
+
 def finite_difference_vjp(f, x: np.ndarray, cotangent: np.ndarray, step=1e-6) -> np.ndarray:
     """Central differences of ``sum(f(x) * cotangent)`` in float64 (``f`` on NumPy)."""
     x = np.asarray(x, dtype=np.float64)

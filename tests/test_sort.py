@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import softops
-from harness import finite_difference_vjp
+from harness import assert_transforms_agree, finite_difference_vjp
 
 KL = softops.Permutahedron(regularization="kl")
 METHODS = {"l2": "permutahedron", "kl": KL}
@@ -239,13 +239,7 @@ def test_jit_vmap_and_grad(diff_backend, rng, reg):
     x = rng.normal(size=(3, 2, 7))
     cot = rng.normal(size=x.shape)
     for op in OPS.values():
-        f = lambda t: op(t, temperature=0.4, method=METHODS[reg])
-        eager = diff_backend.to_numpy(f(diff_backend.asarray(x)))
-        np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.jit(f)(diff_backend.asarray(x))), eager, rtol=1e-12)
-        np.testing.assert_allclose(diff_backend.to_numpy(diff_backend.vmap(f)(diff_backend.asarray(x))), eager, rtol=1e-12)
-        g_eager = diff_backend.vjp(f, x, cot)
-        np.testing.assert_allclose(diff_backend.vjp(diff_backend.jit(f), x, cot), g_eager, rtol=1e-12)
-        np.testing.assert_allclose(diff_backend.vjp(diff_backend.vmap(f), x, cot), g_eager, rtol=1e-12)
+        assert_transforms_agree(diff_backend, lambda t: op(t, temperature=0.4, method=METHODS[reg]), x, cot)
 
 
 @pytest.mark.parametrize("reg", ["l2", "kl"])
