@@ -74,12 +74,13 @@ class Backend(abc.ABC):
         return self.xp.argsort(order, axis=-1)
 
     @abc.abstractmethod
-    def isotonic_forward(self, z, w, scale, kl: bool):
+    def isotonic_forward(self, z, w, scale, kl: bool, order=None, unsort=None):
         """``(p, start)``: see ``softops._kernels.isotonic.forward_numpy``."""
         ...
 
     @abc.abstractmethod
-    def isotonic_backward(self, z, w, scale, start, g, kl: bool):
+    def isotonic_backward(self, z, w, scale, start, g, kl: bool, order=None, unsort=None,
+                          need=(True, True)):
         """``(gz, gw, gc)``: see ``softops._kernels.isotonic.backward_numpy``."""
         ...
 

@@ -39,15 +39,15 @@ class NumpyBackend(Backend):
             )
         return rng.gumbel(size=shape).astype(dtype, copy=False)
 
-    def isotonic_forward(self, z, w, scale, kl):
+    def isotonic_forward(self, z, w, scale, kl, order=None, unsort=None):
         from softops._kernels.isotonic import forward_numpy
 
-        return forward_numpy(z, w, scale, kl)
+        return forward_numpy(z, w, scale, kl, order, unsort)
 
-    def isotonic_backward(self, z, w, scale, start, g, kl):
+    def isotonic_backward(self, z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):
         from softops._kernels.isotonic import backward_numpy
 
-        return backward_numpy(z, w, scale, start, g, kl)
+        return backward_numpy(z, w, scale, start, g, kl, order, unsort, need)
 
 
 NUMPY = NumpyBackend()

@@ -42,11 +42,15 @@ class _CustomVJP(torch.autograd.Function):
         ctx.op = inputs[0]
         residuals = output[1:]
         ctx.mark_non_differentiable(*residuals)
+        # The residuals get no cotangents: do not make zero tensors for them.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(output[0], *residuals)
 
     @staticmethod
     def backward(ctx, grad_out, *unused_residual_grads):
         out, *residuals = ctx.saved_tensors
+        if grad_out is None:  # the output itself was not used
+            grad_out = torch.zeros_like(out)
         grads = ctx.op[1](xp_torch, out, tuple(residuals), grad_out)
         return (None, *grads)
 
@@ -102,15 +106,16 @@ class TorchBackend(Backend):
         positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
         return torch.scatter(torch.empty_like(order), -1, order, positions)
 
-    def isotonic_forward(self, z, w, scale, kl):
+    def isotonic_forward(self, z, w, scale, kl, order=None, unsort=None):
         from softops._kernels import torch_ops
 
-        return torch_ops.isotonic_forward(z, w, scale, kl)
+        return torch_ops.isotonic_forward(z, w, scale, kl, order, unsort or "")
 
-    def isotonic_backward(self, z, w, scale, start, g, kl):
+    def isotonic_backward(self, z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):
         from softops._kernels import torch_ops
 
-        return torch_ops.isotonic_backward(z, w, scale, start, g, kl)
+        gz, gw, gc = torch_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort or "", *need)
+        return (gz if need[0] else None), (gw if need[1] else None), gc
 
 
 TORCH = TorchBackend()

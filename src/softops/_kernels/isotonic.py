@@ -53,61 +53,75 @@ __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "
 
 # --- numba kernel ----------------------------------------------------------------
 
+# Where the caller's order applies (see forward_numpy): nowhere, to z (and so to
+# the output p and its cotangent g), or to w.
+_UNSORT = {None: 0, "z": 1, "w": 2}
 
-def _pav_forward_rows(z, w, scale, kl, out, start):
-    rows, n = z.shape
-    # Scratch for every row at once: one allocation, not one per row.
-    firsts = np.empty((rows, n + 1), np.int64)
-    stats = np.empty((rows, 3, n), np.float64)
+
+def _pav_forward_rows(z, w, scale, steps, kl, order, unsort, out, start):
+    rows, n = out.shape
+    chunks = min(rows, _CHUNKS)
+    for chunk in _prange(chunks):
+        # A stack of blocks per row: block b starts at first[b] and has the
+        # sums sz[b], sw[b] (l2: of z and w; kl: LSE of c z and of w) and the
+        # value f_B = value[b].  Since b <= first[b], the starts live in the
+        # output row ``start`` and are overwritten from the end at the close.
+        # (Indexing stays 2-D: row views would cost a reference count each.)
+        sz = np.empty(n, np.float64)
+        sw = np.empty(n, np.float64)
+        value = np.empty(n, np.float64)
+        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            c = np.float64(scale[r * steps[2]])
+            zr = r * steps[0]
+            wr = r * steps[1]
+            top = -1
+            for i in range(n):
+                top += 1
+                start[r, top] = i
+                zi = np.float64(z[zr, i])
+                wi = np.float64(w[wr, i])
+                sz[top] = c * zi if kl else zi
+                sw[top] = wi
+                value[top] = c * zi - wi
+                # Pool while the previous block's value is below this one's.
+                while top > 0 and value[top - 1] < value[top]:
+                    if kl:
+                        sz[top - 1] = _logaddexp(sz[top - 1], sz[top])
+                        sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
+                        value[top - 1] = sz[top - 1] - sw[top - 1]
+                    else:
+                        sz[top - 1] += sz[top]
+                        sw[top - 1] += sw[top]
+                        value[top - 1] = (c * sz[top - 1] - sw[top - 1]) / (i + 1 - start[r, top - 1])
+                    top -= 1
+            hi = n
+            for b in range(top, -1, -1):
+                lo = start[r, b]
+                if kl:
+                    shift_z = sz[b]
+                    shift_w = sw[b]
+                else:
+                    shift_z = sz[b] / (hi - lo)
+                    shift_w = sw[b] / (hi - lo)
+                for i in range(lo, hi):
+                    start[r, i] = lo
+                    j = order[r, i] if unsort == 1 else i
+                    if kl:
+                        out[r, j] = c * np.float64(z[zr, i]) - shift_z + shift_w
+                    else:
+                        out[r, j] = c * (np.float64(z[zr, i]) - shift_z) + shift_w
+                hi = lo
+
+
+def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, gc):
+    rows, n = start.shape
+    z_step, w_step, c_step = steps[0], steps[1], steps[2]
+    need_gz = gz.shape[0] > 0
+    need_gw = gw.shape[0] > 0
     for r in _prange(rows):
-        c = scale[r]
-        first = firsts[r]
-        sz = stats[r, 0]  # l2: sum of z; kl: LSE of c z
-        sw = stats[r, 1]  # l2: sum of w; kl: LSE of w
-        count = stats[r, 2]
-        top = -1
-        for i in range(n):
-            top += 1
-            first[top] = i
-            count[top] = 1.0
-            if kl:
-                sz[top] = c * np.float64(z[r, i])
-            else:
-                sz[top] = np.float64(z[r, i])
-            sw[top] = np.float64(w[r, i])
-            while top > 0:
-                if kl:
-                    before = sz[top - 1] - sw[top - 1]
-                    after = sz[top] - sw[top]
-                else:
-                    before = (c * sz[top - 1] - sw[top - 1]) / count[top - 1]
-                    after = (c * sz[top] - sw[top]) / count[top]
-                if before >= after:
-                    break
-                if kl:
-                    sz[top - 1] = _logaddexp(sz[top - 1], sz[top])
-                    sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
-                else:
-                    sz[top - 1] += sz[top]
-                    sw[top - 1] += sw[top]
-                count[top - 1] += count[top]
-                top -= 1
-        first[top + 1] = n
-        for b in range(top + 1):
-            lo = first[b]
-            hi = first[b + 1]
-            for i in range(lo, hi):
-                start[r, i] = lo
-                if kl:
-                    out[r, i] = c * np.float64(z[r, i]) - sz[b] + sw[b]
-                else:
-                    out[r, i] = c * (np.float64(z[r, i]) - sz[b] / count[b]) + sw[b] / count[b]
-
-
-def _pav_backward_rows(z, w, scale, start, g, kl, gz, gw, gc):
-    rows, n = z.shape
-    for r in _prange(rows):
-        c = scale[r]
+        c = np.float64(scale[r * c_step])
+        zr = r * z_step
+        wr = r * w_step
         total_c = 0.0
         lo = 0
         while lo < n:
@@ -116,34 +130,41 @@ def _pav_backward_rows(z, w, scale, start, g, kl, gz, gw, gc):
                 hi += 1
             block_g = 0.0
             for i in range(lo, hi):
-                block_g += np.float64(g[r, i])
+                block_g += np.float64(g[r, order[r, i] if unsort == 1 else i])
             if kl:
                 mz = -np.inf
                 mw = -np.inf
                 for i in range(lo, hi):
-                    mz = max(mz, c * np.float64(z[r, i]))
-                    mw = max(mw, np.float64(w[r, i]))
+                    mz = max(mz, c * np.float64(z[zr, i]))
+                    mw = max(mw, np.float64(w[wr, i]))
                 ez = 0.0
                 ew = 0.0
                 for i in range(lo, hi):
-                    ez += math.exp(c * np.float64(z[r, i]) - mz)
-                    ew += math.exp(np.float64(w[r, i]) - mw)
+                    ez += math.exp(c * np.float64(z[zr, i]) - mz)
+                    ew += math.exp(np.float64(w[wr, i]) - mw)
                 for i in range(lo, hi):
-                    a = math.exp(c * np.float64(z[r, i]) - mz) / ez
-                    d = np.float64(g[r, i]) - a * block_g
-                    gz[r, i] = c * d
-                    gw[r, i] = math.exp(np.float64(w[r, i]) - mw) / ew * block_g
-                    total_c += np.float64(z[r, i]) * d
+                    a = math.exp(c * np.float64(z[zr, i]) - mz) / ez
+                    d = np.float64(g[r, order[r, i] if unsort == 1 else i]) - a * block_g
+                    if need_gz:
+                        gz[r, order[r, i] if unsort == 1 else i] = c * d
+                    if need_gw:
+                        gw[r, order[r, i] if unsort == 2 else i] = (
+                            math.exp(np.float64(w[wr, i]) - mw) / ew * block_g
+                        )
+                    total_c += np.float64(z[zr, i]) * d
             else:
                 mean_g = block_g / (hi - lo)
                 mean_z = 0.0
                 for i in range(lo, hi):
-                    mean_z += np.float64(z[r, i])
+                    mean_z += np.float64(z[zr, i])
                 mean_z /= hi - lo
                 for i in range(lo, hi):
-                    gz[r, i] = c * (np.float64(g[r, i]) - mean_g)
-                    gw[r, i] = mean_g
-                    total_c += np.float64(g[r, i]) * (np.float64(z[r, i]) - mean_z)
+                    gi = np.float64(g[r, order[r, i] if unsort == 1 else i])
+                    if need_gz:
+                        gz[r, order[r, i] if unsort == 1 else i] = c * (gi - mean_g)
+                    if need_gw:
+                        gw[r, order[r, i] if unsort == 2 else i] = mean_g
+                    total_c += gi * (np.float64(z[zr, i]) - mean_z)
             lo = hi
         gc[r] = total_c
 
@@ -157,6 +178,8 @@ def _logaddexp_py(a, b):
 
 _prange = range
 _logaddexp = _logaddexp_py
+# Rows are split into this many chunks, which the threads share.
+_CHUNKS = 64
 
 
 @functools.cache
@@ -178,50 +201,133 @@ def numba_available() -> bool:
     return _numba_kernels() is not None
 
 
-def _rows(a, n):
-    return np.ascontiguousarray(a).reshape(-1, n)
+_NO_ORDER = np.zeros((1, 0), np.int64)
 
 
-def _scale_rows(scale, shape):
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(scale, np.float64), shape)).reshape(-1)
+class _Layout:
+    """The common batch shape of ``z``, ``w`` and ``scale`` and, for each, a
+    ``(rows or 1, ...)`` contiguous view plus a row step (0: one row shared by
+    all rows, 1: a row per row); partial broadcasts are materialised."""
+
+    def __init__(self, z, w, scale):
+        z, w, scale = np.asarray(z), np.asarray(w), np.asarray(scale)
+        self.n = n = z.shape[-1]
+        if w.shape[-1] != n:
+            raise ValueError(f"z and w must have the same last axis, got {z.shape} and {w.shape}")
+        self.batch = np.broadcast_shapes(z.shape[:-1], w.shape[:-1], scale.shape)
+        self.rows = math.prod(self.batch)
+        self.dtype = np.result_type(z.dtype, w.dtype)
+        self.z, z_step = self._rows(z.astype(self.dtype, copy=False), z.shape[:-1], n)
+        self.w, w_step = self._rows(w.astype(self.dtype, copy=False), w.shape[:-1], n)
+        self.scale, c_step = self._rows(scale, scale.shape, None)
+        self.steps = np.array([z_step, w_step, c_step], np.int64)
+        self.shared = (z_step == 0, w_step == 0, c_step == 0)
+
+    def _rows(self, a, batch, n):
+        if math.prod(batch) == 1:
+            return np.ascontiguousarray(a).reshape((1, n) if n else (1,)), 0
+        if tuple(batch) != tuple(self.batch):
+            a = np.broadcast_to(a, self.batch + ((n,) if n else ()))
+        return np.ascontiguousarray(a).reshape((self.rows, n) if n else (self.rows,)), 1
+
+    def order(self, order):
+        if order is None:
+            return _NO_ORDER
+        return np.ascontiguousarray(np.broadcast_to(order, self.batch + (self.n,))).reshape(self.rows, self.n)
+
+    def full(self, a):
+        return np.ascontiguousarray(np.broadcast_to(a, self.batch + a.shape[-1:])).reshape(self.rows, -1)
 
 
-def forward_numpy(z, w, scale, kl: bool):
+def _check_unsort(order, unsort):
+    if unsort not in _UNSORT or (unsort is None) != (order is None):
+        raise ValueError(f"unsort must be 'z' or 'w' with an order and None without, got {unsort!r}")
+
+
+def forward_numpy(z, w, scale, kl: bool, order=None, unsort=None):
     """``(p, start)`` for NumPy arrays ``z``, ``w`` of shape ``(..., n)`` and
-    ``scale`` broadcastable to ``(...)``; ``start`` is int32."""
-    z = np.asarray(z)
+    ``scale`` of shape ``(...)`` (the three broadcast on the batch axes; a row
+    shared by every row is read in place).  ``start`` (int32, sorted order) is
+    the index of the first element of each element's block.
+
+    ``order`` (int, shape ``(..., n)``) is the permutation that sorted the
+    caller's row: ``sorted[i] = caller[order[i]]``; ``unsort`` names the sequence
+    it sorted.  ``"z"``: ``p`` is returned in the caller's order of ``z``
+    (``p[order[i]]`` holds sorted position ``i``); ``"w"``: ``p`` stays in sorted
+    order (the permutation only matters to the backward pass)."""
+    _check_unsort(order, unsort)
     kernels = _numba_kernels()
+    lay = _Layout(z, w, scale)
     if kernels is None:
-        p, start = forward_twin(np, z, np.asarray(w, z.dtype), np.asarray(scale, z.dtype), kl)
-        return p, start
-    n = z.shape[-1]
-    out = np.empty(z.shape, z.dtype)
-    start = np.empty(z.shape, np.int32)
-    kernels[0](
-        _rows(z, n), _rows(np.asarray(w, z.dtype), n), _scale_rows(scale, z.shape[:-1]),
-        bool(kl), out.reshape(-1, n), start.reshape(-1, n),
-    )
-    return out, start
+        return _forward_by_twin(lay, kl, order, unsort)
+    out = np.empty((lay.rows, lay.n), lay.dtype)
+    start = np.empty((lay.rows, lay.n), np.int32)
+    kernels[0](lay.z, lay.w, lay.scale, lay.steps, bool(kl), lay.order(order), _UNSORT[unsort], out, start)
+    shape = lay.batch + (lay.n,)
+    return out.reshape(shape), start.reshape(shape)
 
 
-def backward_numpy(z, w, scale, start, g, kl: bool):
-    """``(gz, gw, gc)``: cotangents of ``z``, ``w`` and of the per-row scale
-    (shape ``(...)``, reduce it to the shape of ``scale`` yourself)."""
-    z = np.asarray(z)
+def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, need=(True, True)):
+    """``(gz, gw, gc)``: cotangents of ``z``, ``w`` (shape ``(*batch, n)``, in the
+    caller's order for the sequence named by ``unsort``; None where ``need`` says
+    so) and of the scale (shape ``batch``), given the cotangent ``g`` of ``p``
+    (in the order ``p`` was returned in).  Reduce them to the inputs' shapes
+    yourself."""
+    _check_unsort(order, unsort)
     kernels = _numba_kernels()
+    lay = _Layout(z, w, scale)
     if kernels is None:
-        return backward_twin(np, z, np.asarray(w, z.dtype), np.asarray(scale, z.dtype), start,
-                             np.asarray(g, z.dtype), kl)
-    n = z.shape[-1]
-    gz = np.empty(z.shape, z.dtype)
-    gw = np.empty(z.shape, z.dtype)
-    gc = np.empty(z.shape[:-1], np.float64)
+        return _backward_by_twin(lay, start, g, kl, order, unsort, need)
+    rows, n = lay.rows, lay.n
+    gz = np.empty((rows, n) if need[0] else (0, n), lay.dtype)
+    gw = np.empty((rows, n) if need[1] else (0, n), lay.dtype)
+    gc = np.empty(rows, np.float64)
     kernels[1](
-        _rows(z, n), _rows(np.asarray(w, z.dtype), n), _scale_rows(scale, z.shape[:-1]),
-        _rows(start, n), _rows(np.asarray(g, z.dtype), n), bool(kl),
-        gz.reshape(-1, n), gw.reshape(-1, n), gc.reshape(-1),
+        lay.z, lay.w, lay.scale, lay.steps, lay.full(np.asarray(start)), lay.full(np.asarray(g, lay.dtype)),
+        bool(kl), lay.order(order), _UNSORT[unsort], gz, gw, gc,
     )
-    return gz, gw, gc.astype(z.dtype)
+    shape = lay.batch + (n,)
+    return (
+        gz.reshape(shape) if need[0] else None,
+        gw.reshape(shape) if need[1] else None,
+        gc.astype(lay.dtype).reshape(lay.batch),
+    )
+
+
+def _forward_by_twin(lay, kl, order, unsort):
+    """``forward_numpy`` without numba: the twin on the sorted rows."""
+    z, w = lay.full(lay.z), lay.full(lay.w)
+    p, start = forward_twin(np, z, w, lay.full(lay.scale[:, None])[:, 0], kl)
+    if unsort == "z":
+        p = _unsort(p, lay.order(order))
+    shape = lay.batch + (lay.n,)
+    return p.reshape(shape), start.reshape(shape)
+
+
+def _backward_by_twin(lay, start, g, kl, order, unsort, need):
+    z, w = lay.full(lay.z), lay.full(lay.w)
+    g = lay.full(np.asarray(g, lay.dtype))
+    o = lay.order(order)
+    if unsort == "z":
+        g = np.take_along_axis(g, o, axis=-1)
+    gz, gw, gc = backward_twin(np, z, w, lay.full(lay.scale[:, None])[:, 0], lay.full(np.asarray(start)), g, kl)
+    if unsort == "z":
+        gz = _unsort(gz, o)
+    elif unsort == "w":
+        gw = _unsort(gw, o)
+    shape = lay.batch + (lay.n,)
+    return (
+        gz.reshape(shape) if need[0] else None,
+        gw.reshape(shape) if need[1] else None,
+        gc.astype(lay.dtype).reshape(lay.batch),
+    )
+
+
+def _unsort(a, order):
+    """``out[order[i]] = a[i]`` along the last axis."""
+    out = np.empty_like(a)
+    np.put_along_axis(out, order, a, axis=-1)
+    return out
 
 
 # --- pure Array API twin -----------------------------------------------------------

@@ -1,10 +1,11 @@
 """The isotonic kernels for JAX, through ``jax.pure_callback``.
 
 On CPU the callback receives host buffers with no copy and runs the numba kernel;
-``vmap_method="broadcast_all"`` batches it by adding leading row dimensions, which
-the kernel folds into its rows.  Under ``jax.jit`` the callback is one opaque
-node.  On an accelerator the same callback costs a device-host round trip;
-that is where a device kernel (Pallas / Triton) would plug in.
+``vmap_method="expand_dims"`` batches it by adding a leading size-1 dimension to
+unbatched arguments, which the kernel broadcasts.  Under ``jax.jit`` the
+callback is one opaque node.  On an accelerator the same callback costs a
+device-host round trip; that is where a device kernel (Pallas / Triton) would
+plug in.  Arguments as in ``softops._kernels.isotonic``.
 """
 
 from __future__ import annotations
@@ -18,31 +19,43 @@ import numpy as np
 from softops._kernels import isotonic
 
 
-def _host_forward(z, w, scale, *, kl):
-    return isotonic.forward_numpy(np.asarray(z), np.asarray(w), np.asarray(scale), kl)
+def _host(a):
+    return None if a is None else np.asarray(a)
 
 
-def _host_backward(z, w, scale, start, g, *, kl):
-    gz, gw, gc = isotonic.backward_numpy(
-        np.asarray(z), np.asarray(w), np.asarray(scale), np.asarray(start), np.asarray(g), kl
+def _host_forward(z, w, scale, order=None, *, kl, unsort):
+    return isotonic.forward_numpy(_host(z), _host(w), _host(scale), kl, _host(order), unsort)
+
+
+def _host_backward(z, w, scale, start, g, order=None, *, kl, unsort, need):
+    grads = isotonic.backward_numpy(
+        _host(z), _host(w), _host(scale), _host(start), _host(g), kl, _host(order), unsort, need
     )
-    return gz, gw, gc.astype(np.asarray(z).dtype)
+    return tuple(a for a in grads if a is not None)
 
 
-def isotonic_forward(z, w, scale, kl):
-    shapes = (jax.ShapeDtypeStruct(z.shape, z.dtype), jax.ShapeDtypeStruct(z.shape, jnp.int32))
-    return jax.pure_callback(
-        functools.partial(_host_forward, kl=kl), shapes, z, w, scale, vmap_method="broadcast_all"
-    )
+def _shape(z, w, scale):
+    return (*jnp.broadcast_shapes(z.shape[:-1], w.shape[:-1], scale.shape), z.shape[-1])
 
 
-def isotonic_backward(z, w, scale, start, g, kl):
-    shapes = (
-        jax.ShapeDtypeStruct(z.shape, z.dtype),
-        jax.ShapeDtypeStruct(z.shape, z.dtype),
-        jax.ShapeDtypeStruct(z.shape[:-1], z.dtype),
-    )
-    return jax.pure_callback(
-        functools.partial(_host_backward, kl=kl), shapes, z, w, scale, start, g,
-        vmap_method="broadcast_all",
-    )
+def _callback(host, shapes, *arrays):
+    arrays = tuple(a for a in arrays if a is not None)
+    return jax.pure_callback(host, shapes, *arrays, vmap_method="expand_dims")
+
+
+def isotonic_forward(z, w, scale, kl, order=None, unsort=None):
+    shape = _shape(z, w, scale)
+    shapes = (jax.ShapeDtypeStruct(shape, z.dtype), jax.ShapeDtypeStruct(shape, jnp.int32))
+    host = functools.partial(_host_forward, kl=kl, unsort=unsort)
+    return _callback(host, shapes, z, w, scale, order)
+
+
+def isotonic_backward(z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):
+    shape = _shape(z, w, scale)
+    grad = jax.ShapeDtypeStruct(shape, z.dtype)
+    shapes = (grad,) * sum(need) + (jax.ShapeDtypeStruct(shape[:-1], z.dtype),)
+    host = functools.partial(_host_backward, kl=kl, unsort=unsort, need=tuple(need))
+    out = list(_callback(host, shapes, z, w, scale, start, g, order))
+    gz = out.pop(0) if need[0] else None
+    gw = out.pop(0) if need[1] else None
+    return gz, gw, out[0]

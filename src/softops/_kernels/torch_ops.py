@@ -2,81 +2,117 @@
 
 ``torch.library.custom_op`` makes the numba call opaque to ``torch.compile``
 (dynamo never traces into it; ``register_fake`` gives it shapes) and
-``register_vmap`` lets ``torch.func.vmap`` batch it by folding the vmapped
-dimension into the rows.  CPU tensors are handed to numba zero-copy
-(``Tensor.numpy()`` of the contiguous detached tensor).  Tensors on an
-accelerator go through ``_forward_on_device`` / ``_backward_on_device``, the
-slot for a GPU kernel (Triton); until one lands they copy to the host and run
-the numba kernel there (O(n) work, one round trip), since the pure-torch twin
-needs O(n^3) memory and is only an oracle.
+``register_vmap`` lets ``torch.func.vmap`` batch it by adding the vmapped
+dimension to the batch axes (the kernel broadcasts them).  CPU tensors are
+handed to numba zero-copy (``Tensor.numpy()`` of the contiguous detached
+tensor).  Tensors on an accelerator go through ``_on_device``, the slot for a
+GPU kernel (Triton); until one lands they copy to the host and run the numba
+kernel there (O(n) work, one round trip), since the pure-torch twin needs
+O(n^3) memory and is only an oracle.
+
+The arguments are those of ``softops._kernels.isotonic.forward_numpy`` /
+``backward_numpy``; ``unsort`` is ``""`` for none, and cotangents that are not
+needed come back as empty tensors.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
 import torch
 
 from softops._kernels import isotonic
 
 
-def _cpu(t):
-    return t.detach().cpu().contiguous().numpy()
+def _host(t):
+    return None if t is None else t.detach().cpu().contiguous().numpy()
 
 
-def _forward_on_device(z, w, scale, kl):
-    p, start = isotonic.forward_numpy(_cpu(z), _cpu(w), _cpu(scale.double()), kl)
-    return torch.from_numpy(p).to(z.device), torch.from_numpy(start).to(z.device)
+def _to_torch(arrays, device):
+    return tuple(torch.from_numpy(a).to(device) for a in arrays)
 
 
-def _backward_on_device(z, w, scale, start, g, kl):
-    grads = isotonic.backward_numpy(_cpu(z), _cpu(w), _cpu(scale.double()), _cpu(start), _cpu(g), kl)
-    return tuple(torch.from_numpy(a).to(z.device) for a in grads)
+def _on_device(kernel, device, *args):
+    """Run ``kernel`` on host copies of tensors on ``device`` (the GPU slot)."""
+    out = kernel(*(_host(a) if isinstance(a, torch.Tensor) else a for a in args))
+    return _to_torch(out, device)
+
+
+def _batch_shape(z, w, scale):
+    return torch.broadcast_shapes(z.shape[:-1], w.shape[:-1], scale.shape)
+
+
+def _forward_kernel(z, w, scale, kl, order, unsort):
+    return isotonic.forward_numpy(z, w, scale, kl, order, unsort or None)
+
+
+def _backward_kernel(z, w, scale, start, g, kl, order, unsort, need_gz, need_gw):
+    gz, gw, gc = isotonic.backward_numpy(z, w, scale, start, g, kl, order, unsort or None,
+                                         (need_gz, need_gw))
+    empty = np.empty(0, gc.dtype)
+    return (empty if gz is None else gz), (empty if gw is None else gw), gc
 
 
 @torch.library.custom_op("softops::isotonic_forward", mutates_args=())
 def isotonic_forward(
-    z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, kl: bool
+    z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, kl: bool,
+    order: Optional[torch.Tensor], unsort: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if z.device.type != "cpu":
-        p, start = _forward_on_device(z, w, scale, kl)
+        p, start = _on_device(_forward_kernel, z.device, z, w, scale, kl, order, unsort)
         return p, start
-    p, start = isotonic.forward_numpy(_cpu(z), _cpu(w), _cpu(scale.double()), kl)
+    p, start = _forward_kernel(_host(z), _host(w), _host(scale), kl, _host(order), unsort)
     return torch.from_numpy(p), torch.from_numpy(start)
 
 
 @isotonic_forward.register_fake
-def _(z, w, scale, kl):
-    return torch.empty_like(z), torch.empty_like(z, dtype=torch.int32)
+def _(z, w, scale, kl, order, unsort):
+    shape = (*_batch_shape(z, w, scale), z.shape[-1])
+    return z.new_empty(shape), z.new_empty(shape, dtype=torch.int32)
 
 
 @torch.library.custom_op("softops::isotonic_backward", mutates_args=())
 def isotonic_backward(
     z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, start: torch.Tensor,
-    g: torch.Tensor, kl: bool,
+    g: torch.Tensor, kl: bool, order: Optional[torch.Tensor], unsort: str,
+    need_gz: bool, need_gw: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    args = (kl, order, unsort, need_gz, need_gw)
     if z.device.type != "cpu":
-        gz, gw, gc = _backward_on_device(z, w, scale, start, g, kl)
+        gz, gw, gc = _on_device(_backward_kernel, z.device, z, w, scale, start, g, *args)
         return gz, gw, gc
-    gz, gw, gc = isotonic.backward_numpy(
-        _cpu(z), _cpu(w), _cpu(scale.double()), _cpu(start), _cpu(g), kl
-    )
+    gz, gw, gc = _backward_kernel(_host(z), _host(w), _host(scale), _host(start), _host(g), kl,
+                                  _host(order), unsort, need_gz, need_gw)
     return torch.from_numpy(gz), torch.from_numpy(gw), torch.from_numpy(gc)
 
 
 @isotonic_backward.register_fake
-def _(z, w, scale, start, g, kl):
-    return torch.empty_like(z), torch.empty_like(z), z.new_empty(z.shape[:-1])
+def _(z, w, scale, start, g, kl, order, unsort, need_gz, need_gw):
+    batch = _batch_shape(z, w, scale)
+    grad = lambda need: z.new_empty((*batch, z.shape[-1]) if need else (0,))
+    return grad(need_gz), grad(need_gw), z.new_empty(batch)
 
 
 def _setup_context(ctx, inputs, output):
-    z, w, scale, kl = inputs
-    ctx.kl = kl
-    ctx.save_for_backward(z, w, scale, output[1])
+    z, w, scale, kl, order, unsort = inputs
+    ctx.kl, ctx.unsort = kl, unsort
+    ctx.save_for_backward(z, w, scale, output[1], order)
 
 
 def _backward(ctx, grad_p, grad_start):
-    z, w, scale, start = ctx.saved_tensors
-    gz, gw, gc = isotonic_backward(z, w, scale, start, grad_p.contiguous(), ctx.kl)
-    return gz, gw, gc.to(scale.dtype), None
+    z, w, scale, start, order = ctx.saved_tensors
+    need_gz, need_gw, need_gc = ctx.needs_input_grad[:3]
+    # Cotangents of the op's own inputs, all in sorted order: bring g there.
+    g = grad_p.gather(-1, order.expand_as(grad_p)) if ctx.unsort == "z" else grad_p
+    gz, gw, gc = isotonic_backward(z, w, scale, start, g.contiguous(), ctx.kl, None, "",
+                                   need_gz, need_gw)
+    return (
+        gz.sum_to_size(z.shape) if need_gz else None,
+        gw.sum_to_size(w.shape) if need_gw else None,
+        gc.to(scale.dtype).sum_to_size(scale.shape) if need_gc else None,
+        None, None, None,
+    )
 
 
 # The op is normally called inside softops' own custom VJP (in no-grad mode), but
@@ -85,26 +121,26 @@ def _backward(ctx, grad_p, grad_start):
 isotonic_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _batch_first(size, arrays, in_dims):
-    """Move each vmapped dimension to the front (expanding unbatched arrays)."""
-    out = []
-    for a, d in zip(arrays, in_dims):
-        if d is None:
-            a = a.unsqueeze(0).expand(size, *a.shape)
-        else:
-            a = a.movedim(d, 0)
-        out.append(a)
-    return out
+def _batch_first(arrays, in_dims):
+    """Move each vmapped dimension to the front; unbatched arrays get a leading
+    size-1 dimension (the kernel broadcasts it)."""
+    return [
+        a if a is None else (a.unsqueeze(0) if d is None else a.movedim(d, 0))
+        for a, d in zip(arrays, in_dims)
+    ]
 
 
-def _vmap_forward(info, in_dims, z, w, scale, kl):
-    z, w, scale = _batch_first(info.batch_size, (z, w, scale), in_dims[:3])
-    return isotonic_forward(z, w, scale, kl), (0, 0)
+def _vmap_forward(info, in_dims, z, w, scale, kl, order, unsort):
+    z, w, scale, order = _batch_first((z, w, scale, order), in_dims[:3] + in_dims[4:5])
+    if order is not None:
+        order = order.expand(info.batch_size, *order.shape[1:])
+    return isotonic_forward(z, w, scale, kl, order, unsort), (0, 0)
 
 
-def _vmap_backward(info, in_dims, z, w, scale, start, g, kl):
-    z, w, scale, start, g = _batch_first(info.batch_size, (z, w, scale, start, g), in_dims[:5])
-    return isotonic_backward(z, w, scale, start, g, kl), (0, 0, 0)
+def _vmap_backward(info, in_dims, z, w, scale, start, g, kl, order, unsort, need_gz, need_gw):
+    z, w, scale, start, g, order = _batch_first((z, w, scale, start, g, order), in_dims[:5] + in_dims[6:7])
+    out = isotonic_backward(z, w, scale, start, g, kl, order, unsort, need_gz, need_gw)
+    return out, (0 if need_gz else None, 0 if need_gw else None, 0)
 
 
 torch.library.register_vmap("softops::isotonic_forward", _vmap_forward)

@@ -68,89 +68,121 @@ class Permutahedron:
         return tau * spacing if op == "rank" else tau / spacing
 
 
-def _isotonic_fwd(xp, z, w, scale, *, kl):
-    p, start = backend_of(z).isotonic_forward(z, w, scale, kl)
-    # Views, not the inputs themselves: torch saves no input returned as-is.
-    return p, (z[...], w[...], scale[...], start)
-
-
-def _isotonic_bwd(xp, p, residuals, g, *, kl):
-    z, w, scale, start = residuals
-    gz, gw, gc = backend_of(z).isotonic_backward(z, w, scale, start, g, kl)
-    return gz, gw, gc
-
-
-# Module-level functions, not functools.partial: torch.compile traces the
-# autograd.Function's constant op tuple only through plain functions.
-def _isotonic_fwd_l2(xp, z, w, scale):
-    return _isotonic_fwd(xp, z, w, scale, kl=False)
-
-
-def _isotonic_bwd_l2(xp, p, residuals, g):
-    return _isotonic_bwd(xp, p, residuals, g, kl=False)
-
-
-def _isotonic_fwd_kl(xp, z, w, scale):
-    return _isotonic_fwd(xp, z, w, scale, kl=True)
-
-
-def _isotonic_bwd_kl(xp, p, residuals, g):
-    return _isotonic_bwd(xp, p, residuals, g, kl=True)
-
-
-def _isotonic(backend: Backend, z, w, scale, kl: bool):
-    """The projection's primal ``c z - v`` in sorted order (see the kernel)."""
-    if kl:
-        return backend.custom_vjp(_isotonic_fwd_kl, _isotonic_bwd_kl)(z, w, scale)
-    return backend.custom_vjp(_isotonic_fwd_l2, _isotonic_bwd_l2)(z, w, scale)
-
-
-def _descending_positions(backend: Backend, x):
-    """``rho = (n, ..., 1)`` broadcast to the shape of ``x``, in its dtype."""
+def _positions(backend: Backend, like, log: bool):
+    """``rho = (n, ..., 1)`` (``log rho`` if ``log``) in ``like``'s dtype, as one row of
+    shape ``(1, ..., 1, n)`` that the kernel shares between all rows."""
     xp = backend.xp
-    n = x.shape[-1]
-    rho = xp.arange(n, 0, -1, dtype=x.dtype, device=backend.device(x))
-    return xp.broadcast_to(rho, x.shape)
+    n = like.shape[-1]
+    rho = xp.arange(n, 0, -1, dtype=like.dtype, device=backend.device(like))
+    rho = xp.log(rho) if log else rho
+    return xp.reshape(rho, (1,) * (like.ndim - 1) + (n,))
+
+
+def _sum_to(xp, a, shape):
+    """``a`` summed over the axes that broadcasting ``shape`` to ``a.shape`` added."""
+    if tuple(a.shape) == tuple(shape):
+        return a
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1
+    )
+    return xp.reshape(xp.sum(a, axis=axes), shape)
+
+
+# Each operation is one custom VJP around the framework's sort and the kernel:
+# the kernel reads and writes through the sort's permutation itself, so neither
+# pass spends framework operations on gathers, scatters or broadcast copies.
+#
+#   rank:    p = P(y / T, rho) in y's order; z = sort_desc(y), w = rho shared;
+#   sort:    p = P(rho / T, y) in sorted order; z = rho shared, w = sort_desc(y);
+#   project: p = P(y / T, w) in y's order, w an input (sorted descending).
+# Module-level functions, not functools.partial: they must be hashable and
+# equal across calls (JAX caches the custom_vjp on them; torch.compile traces
+# the autograd.Function's constant op tuple only through plain functions).
+
+
+def _make_ops(kl: bool):
+    def rank_fwd(xp, y, scale):
+        backend = backend_of(y)
+        z, order = backend.sort_descending(y)
+        p, start = backend.isotonic_forward(z, _positions(backend, y, kl), scale, kl, order, "z")
+        return p, (z, scale[...], start, order)
+
+    def rank_bwd(xp, p, residuals, g):
+        z, scale, start, order = residuals
+        backend = backend_of(z)
+        gy, _, gc = backend.isotonic_backward(
+            z, _positions(backend, z, kl), scale, start, g, kl, order, "z", need=(True, False)
+        )
+        return gy, _sum_to(xp, gc, scale.shape)
+
+    def sort_fwd(xp, y, scale):
+        backend = backend_of(y)
+        w, order = backend.sort_descending(y)
+        p, start = backend.isotonic_forward(_positions(backend, y, False), w, scale, kl, order, "w")
+        return p, (w, scale[...], start, order)
+
+    def sort_bwd(xp, p, residuals, g):
+        w, scale, start, order = residuals
+        backend = backend_of(w)
+        _, gy, gc = backend.isotonic_backward(
+            _positions(backend, w, False), w, scale, start, g, kl, order, "w", need=(False, True)
+        )
+        return gy, _sum_to(xp, gc, scale.shape)
+
+    def project_fwd(xp, y, w, scale):
+        backend = backend_of(y)
+        z, order = backend.sort_descending(y)
+        p, start = backend.isotonic_forward(z, w, scale, kl, order, "z")
+        return p, (z, w[...], scale[...], start, order)
+
+    def project_bwd(xp, p, residuals, g):
+        z, w, scale, start, order = residuals
+        gy, gw, gc = backend_of(z).isotonic_backward(z, w, scale, start, g, kl, order, "z")
+        return gy, _sum_to(xp, gw, w.shape), _sum_to(xp, gc, scale.shape)
+
+    return {"rank": (rank_fwd, rank_bwd), "sort": (sort_fwd, sort_bwd), "project": (project_fwd, project_bwd)}
+
+
+_OPS = {False: _make_ops(kl=False), True: _make_ops(kl=True)}
+
+
+def _op(backend: Backend, name: str, kl: bool):
+    return backend.custom_vjp(*_OPS[kl][name])
 
 
 def _scale(backend: Backend, x, temperature):
-    """``1 / temperature`` per row, shape ``x.shape[:-1]`` (the temperature is a
-    float, a 0-d array, or per row of shape ``(*batch, 1)``)."""
+    """``1 / temperature`` per row, of shape ``x.shape[:-1]`` or broadcastable to
+    it with as many axes (the temperature is a float, a 0-d array, or per row of
+    shape ``(*batch, 1)``)."""
     xp = backend.xp
+    shape = (1,) * (x.ndim - 1)
     if isinstance(temperature, float):
-        return xp.full(x.shape[:-1], 1.0 / temperature, dtype=x.dtype, device=backend.device(x))
+        return xp.full(shape, 1.0 / temperature, dtype=x.dtype, device=backend.device(x))
     scale = 1.0 / temperature
     if scale.ndim == x.ndim:  # a per-row temperature of shape (*batch, 1)
-        scale = scale[..., 0]
-    return xp.broadcast_to(scale, x.shape[:-1])
+        return scale[..., 0]
+    return xp.reshape(scale, shape)
 
 
 def sort_rows(backend: Backend, x, temperature, regularization: str, descending: bool):
     """Soft sort of each row of ``x`` (shape ``(*batch, n)``)."""
-    kl = regularization == "kl"
     # Descending soft sort of y: P(rho / T, y) with y's entries sorted descending.
     y = x if descending else -x
-    w, _ = backend.sort_descending(y)  # values only: stability is irrelevant
-    rho = _descending_positions(backend, x)
-    p = _isotonic(backend, rho, w, _scale(backend, x, temperature), kl)
+    p = _op(backend, "sort", regularization == "kl")(y, _scale(backend, x, temperature))
     return p if descending else -p
 
 
 def project_rows(backend: Backend, y, w, temperature, kl: bool):
     """``P(y / T, w)`` on each row (shape ``(*batch, n)``), in ``y``'s order: the
     projection of ``y / T`` onto the permutahedron of ``w``, whose entries must be
-    sorted descending (kl: ``w`` holds log-weights and the primal is returned)."""
-    xp = backend.xp
-    # Ties may come in any order: tied entries always share one block.
-    z, order = backend.sort_descending(y)
-    p = _isotonic(backend, z, w, _scale(backend, y, temperature), kl)
-    return xp.take_along_axis(p, backend.inverse_permutation(order), axis=-1)
+    sorted descending (kl: ``w`` holds log-weights and the primal is returned).
+    Ties in ``y`` may come in any order: tied entries always share one block."""
+    return _op(backend, "project", kl)(y, w, _scale(backend, y, temperature))
 
 
 def rank_rows(backend: Backend, x, temperature, regularization: str, descending: bool):
     """Soft ranks (1..n) of each row of ``x`` (shape ``(*batch, n)``)."""
-    xp = backend.xp
     kl = regularization == "kl"
-    rho = _descending_positions(backend, x)
-    p = project_rows(backend, -x if descending else x, xp.log(rho) if kl else rho, temperature, kl)
-    return xp.exp(p) if kl else p
+    p = _op(backend, "rank", kl)(-x if descending else x, _scale(backend, x, temperature))
+    return backend.xp.exp(p) if kl else p
