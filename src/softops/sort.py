@@ -27,13 +27,11 @@ with theirs), and it acts differently on the two operations:
 As ``T`` goes to 0 both give the exact result (for ranks of distinct values;
 tied values share their average rank).
 
-Note on a scale-aware temperature (planned, not implemented): both operations
-blend sorted neighbours whose gap is below a length ``s`` in units of ``x``;
-``s = T`` for ranks and ``s = 1 / T`` for sorts.  A scale-free option would take
-``s = tau * spread(x)`` per row (spread = standard deviation or the mean gap
-``(max - min) / (n - 1)``, held constant for autodiff) and pass ``T = s`` to
-ranks and ``T = 1 / s`` to sorts, so that one dimensionless ``tau`` means the
-same for both and is invariant to rescaling ``x``.
+Scale-aware temperature: ``temperature=softops.Relative(tau)`` (see
+``softops.temperature``) measures the blending length in neighbour gaps of each
+row's data, ``s = tau * spacing``, and passes ``T = s`` to ranks and
+``T = 1 / s`` to sorts, so that one dimensionless ``tau`` means the same for
+both operations and is invariant to rescaling ``x``.
 """
 
 from __future__ import annotations

@@ -74,8 +74,8 @@ class Backend(abc.ABC):
         return self.xp.argsort(order, axis=-1)
 
     @abc.abstractmethod
-    def isotonic_forward(self, z, w, scale, kl: bool, order=None, unsort=None):
-        """``(p, start)``: see ``softops._kernels.isotonic.forward_numpy``."""
+    def isotonic_forward(self, z, w, scale, kl: bool, unsort=None):
+        """``(p, start, order)``: see ``softops._kernels.isotonic.forward_numpy``."""
         ...
 
     @abc.abstractmethod

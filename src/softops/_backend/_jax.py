@@ -75,10 +75,10 @@ class JaxBackend(Backend):
         positions = jnp.broadcast_to(jnp.arange(order.shape[-1], dtype=order.dtype), order.shape)
         return jnp.put_along_axis(jnp.empty_like(order), order, positions, axis=-1, inplace=False)
 
-    def isotonic_forward(self, z, w, scale, kl, order=None, unsort=None):
+    def isotonic_forward(self, z, w, scale, kl, unsort=None):
         from softops._kernels import jax_ops
 
-        return jax_ops.isotonic_forward(z, w, scale, kl, order, unsort)
+        return jax_ops.isotonic_forward(z, w, scale, kl, unsort)
 
     def isotonic_backward(self, z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):
         from softops._kernels import jax_ops

@@ -39,10 +39,10 @@ class NumpyBackend(Backend):
             )
         return rng.gumbel(size=shape).astype(dtype, copy=False)
 
-    def isotonic_forward(self, z, w, scale, kl, order=None, unsort=None):
+    def isotonic_forward(self, z, w, scale, kl, unsort=None):
         from softops._kernels.isotonic import forward_numpy
 
-        return forward_numpy(z, w, scale, kl, order, unsort)
+        return forward_numpy(z, w, scale, kl, unsort)
 
     def isotonic_backward(self, z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):
         from softops._kernels.isotonic import backward_numpy

@@ -106,10 +106,11 @@ class TorchBackend(Backend):
         positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
         return torch.scatter(torch.empty_like(order), -1, order, positions)
 
-    def isotonic_forward(self, z, w, scale, kl, order=None, unsort=None):
+    def isotonic_forward(self, z, w, scale, kl, unsort=None):
         from softops._kernels import torch_ops
 
-        return torch_ops.isotonic_forward(z, w, scale, kl, order, unsort or "")
+        p, start, order = torch_ops.isotonic_forward(z, w, scale, kl, unsort or "")
+        return p, start, (order if unsort else None)
 
     def isotonic_backward(self, z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):
         from softops._kernels import torch_ops

@@ -29,24 +29,37 @@ and ``c`` (the partition is locally constant, so these are exact):
 * kl: with ``G_B = sum_B g``, ``a = softmax_B(c z)``, ``b = softmax_B(w)``:
   ``gz = c (g - a G_B)``, ``gw = b G_B``, ``gc = sum z (g - a G_B)``.
 
+Sorting and permutations.  The permutahedron needs one of the two sequences
+sorted descending.  With ``unsort="z"`` or ``"w"`` that sequence is passed in
+the caller's order and the kernel sorts each row itself (``rowsort``: counting
+sort for short rows, radix sort for long ones; several times faster than the
+frameworks' sorts on a CPU) and reads, and for ``z`` also writes ``p``, through
+the permutation: an operation costs one kernel call per pass and no framework
+sort, gather or scatter.  Rows may be shared: ``z``, ``w`` and ``scale``
+broadcast on the batch axes and a single row is read in place.
+
 Two implementations with one contract:
 
 * ``forward_numpy`` / ``backward_numpy``: a numba kernel (``@njit(parallel=True,
-  cache=True, nogil=True)``, rows in parallel with ``prange``; O(n) per row),
-  compiled lazily on first use; without numba they fall back to the twin;
-* ``forward_twin`` / ``backward_twin``: the same maps in pure Array API
-  operations (O(n^2 log n) work, O(n^2) memory per row: the min-max formula
-  ``v_i = min_{j <= i} max_{k >= i} f([j, k])`` with log-step scans; the window
-  values take O(n^3) memory), the test oracle and the fallback without numba;
-  fine for n up to a few hundred.
+  cache=True, nogil=True)``, chunks of rows in parallel with ``prange``; O(n)
+  per row after the O(n) to O(n log n) row sort), compiled lazily on first
+  use; without numba they fall back to the twin (sorting with numpy);
+* ``forward_twin`` / ``backward_twin``: the same maps on sorted rows in pure
+  Array API operations (O(n^2 log n) work, O(n^2) memory per row: the min-max
+  formula ``v_i = min_{j <= i} max_{k >= i} f([j, k])`` with log-step scans;
+  the window values take O(n^3) memory), the test oracle and the fallback
+  without numba; fine for n up to a few hundred.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import numpy as np
+
+from softops._kernels import rowsort
 
 __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "numba_available"]
 
@@ -58,31 +71,39 @@ __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "
 _UNSORT = {None: 0, "z": 1, "w": 2}
 
 
-def _pav_forward_rows(z, w, scale, steps, kl, order, unsort, out, start):
+def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, start, order,
+                      floats, keys, ints, counts):
     rows, n = out.shape
-    chunks = min(rows, _CHUNKS)
+    chunks = floats.shape[0]
     for chunk in _prange(chunks):
-        # A stack of blocks per row: block b starts at first[b] and has the
-        # sums sz[b], sw[b] (l2: of z and w; kl: LSE of c z and of w) and the
-        # value f_B = value[b].  Since b <= first[b], the starts live in the
-        # output row ``start`` and are overwritten from the end at the close.
-        # (Indexing stays 2-D: row views would cost a reference count each.)
-        sz = np.empty(n, np.float64)
-        sw = np.empty(n, np.float64)
-        value = np.empty(n, np.float64)
+        # Scratch per chunk of rows (see _Scratch): the sorted z and w of the
+        # current row; a stack of blocks (block b starts at first[b] and has
+        # the sums sz[b], sw[b] (l2: of z and w; kl: LSE of c z and of w) and
+        # the value f_B = value[b]); the row sort's keys and indices.  Since
+        # b <= first[b], the starts live in the output row ``start`` and are
+        # overwritten from the end at the close.  (Indexing inside a row stays
+        # 2-D: row views would cost a reference count each.)
+        zs, ws, sz, sw, value = floats[chunk, 0], floats[chunk, 1], floats[chunk, 2], floats[chunk, 3], floats[chunk, 4]
+        key, key_b, idx, idx_b = keys[chunk, 0], keys[chunk, 1], ints[chunk, 0], ints[chunk, 1]
+        count = counts[chunk]
         for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
             c = np.float64(scale[r * steps[2]])
             zr = r * steps[0]
             wr = r * steps[1]
+            if unsort != 0:
+                _sort_row_descending(sort_bits, r, bits, key, key_b, idx, idx_b, count)
+                for i in range(n):
+                    order[r, i] = idx[i]
+            for i in range(n):
+                zs[i] = np.float64(z[zr, idx[i] if unsort == 1 else i])
+                ws[i] = np.float64(w[wr, idx[i] if unsort == 2 else i])
             top = -1
             for i in range(n):
                 top += 1
                 start[r, top] = i
-                zi = np.float64(z[zr, i])
-                wi = np.float64(w[wr, i])
-                sz[top] = c * zi if kl else zi
-                sw[top] = wi
-                value[top] = c * zi - wi
+                sz[top] = c * zs[i] if kl else zs[i]
+                sw[top] = ws[i]
+                value[top] = c * zs[i] - ws[i]
                 # Pool while the previous block's value is below this one's.
                 while top > 0 and value[top - 1] < value[top]:
                     if kl:
@@ -105,11 +126,11 @@ def _pav_forward_rows(z, w, scale, steps, kl, order, unsort, out, start):
                     shift_w = sw[b] / (hi - lo)
                 for i in range(lo, hi):
                     start[r, i] = lo
-                    j = order[r, i] if unsort == 1 else i
+                    j = idx[i] if unsort == 1 else i
                     if kl:
-                        out[r, j] = c * np.float64(z[zr, i]) - shift_z + shift_w
+                        out[r, j] = c * zs[i] - shift_z + shift_w
                     else:
-                        out[r, j] = c * (np.float64(z[zr, i]) - shift_z) + shift_w
+                        out[r, j] = c * (zs[i] - shift_z) + shift_w
                 hi = lo
 
 
@@ -135,28 +156,29 @@ def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, 
                 mz = -np.inf
                 mw = -np.inf
                 for i in range(lo, hi):
-                    mz = max(mz, c * np.float64(z[zr, i]))
-                    mw = max(mw, np.float64(w[wr, i]))
+                    mz = max(mz, c * np.float64(z[zr, order[r, i] if unsort == 1 else i]))
+                    mw = max(mw, np.float64(w[wr, order[r, i] if unsort == 2 else i]))
                 ez = 0.0
                 ew = 0.0
                 for i in range(lo, hi):
-                    ez += math.exp(c * np.float64(z[zr, i]) - mz)
-                    ew += math.exp(np.float64(w[wr, i]) - mw)
+                    ez += math.exp(c * np.float64(z[zr, order[r, i] if unsort == 1 else i]) - mz)
+                    ew += math.exp(np.float64(w[wr, order[r, i] if unsort == 2 else i]) - mw)
                 for i in range(lo, hi):
-                    a = math.exp(c * np.float64(z[zr, i]) - mz) / ez
+                    zi = np.float64(z[zr, order[r, i] if unsort == 1 else i])
+                    a = math.exp(c * zi - mz) / ez
                     d = np.float64(g[r, order[r, i] if unsort == 1 else i]) - a * block_g
                     if need_gz:
                         gz[r, order[r, i] if unsort == 1 else i] = c * d
                     if need_gw:
                         gw[r, order[r, i] if unsort == 2 else i] = (
-                            math.exp(np.float64(w[wr, i]) - mw) / ew * block_g
+                            math.exp(np.float64(w[wr, order[r, i] if unsort == 2 else i]) - mw) / ew * block_g
                         )
-                    total_c += np.float64(z[zr, i]) * d
+                    total_c += zi * d
             else:
                 mean_g = block_g / (hi - lo)
                 mean_z = 0.0
                 for i in range(lo, hi):
-                    mean_z += np.float64(z[zr, i])
+                    mean_z += np.float64(z[zr, order[r, i] if unsort == 1 else i])
                 mean_z /= hi - lo
                 for i in range(lo, hi):
                     gi = np.float64(g[r, order[r, i] if unsort == 1 else i])
@@ -164,7 +186,7 @@ def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, 
                         gz[r, order[r, i] if unsort == 1 else i] = c * (gi - mean_g)
                     if need_gw:
                         gw[r, order[r, i] if unsort == 2 else i] = mean_g
-                    total_c += gi * (np.float64(z[zr, i]) - mean_z)
+                    total_c += gi * (np.float64(z[zr, order[r, i] if unsort == 1 else i]) - mean_z)
             lo = hi
         gc[r] = total_c
 
@@ -178,20 +200,54 @@ def _logaddexp_py(a, b):
 
 _prange = range
 _logaddexp = _logaddexp_py
-# Rows are split into this many chunks, which the threads share.
-_CHUNKS = 64
+_sort_row_descending = rowsort.sort_row_descending
+
+
+class _Scratch(threading.local):
+    """Scratch memory for the forward kernel, kept per Python thread and reused
+    across calls: fresh pages cost a page fault each (expensive in a VM), which
+    would cost more than the kernel at large ``n``.  Rows are split into
+    ``2 * threads`` chunks; each has five float64 rows of ``n`` (sorted z and
+    w, the block stack), two uint64 and two int32 rows of ``n`` (the row sort)
+    and 256 counters.  Requests beyond ``LIMIT`` bytes are not kept."""
+
+    LIMIT = 64 << 20
+
+    def __init__(self):
+        self.arrays = None
+
+    def get(self, rows, n):
+        chunks = max(1, min(rows, 2 * _threads()))
+        shapes = ((chunks, 5, n), (chunks, 2, n), (chunks, 2, n), (chunks, 256))
+        if self.arrays is not None and all(a.shape == s for a, s in zip(self.arrays, shapes)):
+            return self.arrays
+        arrays = (np.empty(shapes[0], np.float64), np.empty(shapes[1], np.uint64),
+                  np.empty(shapes[2], np.int32), np.empty(shapes[3], np.int64))
+        if sum(a.nbytes for a in arrays) <= self.LIMIT:
+            self.arrays = arrays
+        return arrays
+
+
+_SCRATCH = _Scratch()
+
+
+def _threads():
+    import numba
+
+    return numba.get_num_threads()
 
 
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _logaddexp
+    global _prange, _logaddexp, _sort_row_descending
     try:
         import numba
     except ImportError:
         return None
     jit = numba.njit(cache=True, nogil=True)
     _logaddexp = jit(_logaddexp_py)
+    _sort_row_descending = jit(rowsort.sort_row_descending)
     _prange = numba.prange
     parallel = numba.njit(parallel=True, cache=True, nogil=True)
     return parallel(_pav_forward_rows), parallel(_pav_backward_rows)
@@ -201,7 +257,8 @@ def numba_available() -> bool:
     return _numba_kernels() is not None
 
 
-_NO_ORDER = np.zeros((1, 0), np.int64)
+_NO_ORDER = np.zeros((1, 0), np.int32)
+_NO_BITS = np.zeros((1, 0), np.uint32)
 
 
 class _Layout:
@@ -221,7 +278,6 @@ class _Layout:
         self.w, w_step = self._rows(w.astype(self.dtype, copy=False), w.shape[:-1], n)
         self.scale, c_step = self._rows(scale, scale.shape, None)
         self.steps = np.array([z_step, w_step, c_step], np.int64)
-        self.shared = (z_step == 0, w_step == 0, c_step == 0)
 
     def _rows(self, a, batch, n):
         if math.prod(batch) == 1:
@@ -230,50 +286,66 @@ class _Layout:
             a = np.broadcast_to(a, self.batch + ((n,) if n else ()))
         return np.ascontiguousarray(a).reshape((self.rows, n) if n else (self.rows,)), 1
 
+    def unsorted(self, unsort):
+        """The rows of the sequence named by ``unsort`` (it must have a row per row)."""
+        a = self.z if unsort == "z" else self.w
+        if a.shape[0] != self.rows:
+            a = np.ascontiguousarray(np.broadcast_to(a, (self.rows, self.n)))
+        return a
+
     def order(self, order):
         if order is None:
             return _NO_ORDER
-        return np.ascontiguousarray(np.broadcast_to(order, self.batch + (self.n,))).reshape(self.rows, self.n)
+        return np.ascontiguousarray(np.broadcast_to(order, self.batch + (self.n,)), np.int32).reshape(
+            self.rows, self.n)
 
     def full(self, a):
         return np.ascontiguousarray(np.broadcast_to(a, self.batch + a.shape[-1:])).reshape(self.rows, -1)
 
 
-def _check_unsort(order, unsort):
-    if unsort not in _UNSORT or (unsort is None) != (order is None):
-        raise ValueError(f"unsort must be 'z' or 'w' with an order and None without, got {unsort!r}")
+def _check_unsort(unsort, order=None, backward=False):
+    if unsort not in _UNSORT or (backward and (unsort is None) != (order is None)):
+        raise ValueError(f"unsort must be None, 'z' or 'w' (with its order in the backward pass), got {unsort!r}")
 
 
-def forward_numpy(z, w, scale, kl: bool, order=None, unsort=None):
-    """``(p, start)`` for NumPy arrays ``z``, ``w`` of shape ``(..., n)`` and
-    ``scale`` of shape ``(...)`` (the three broadcast on the batch axes; a row
-    shared by every row is read in place).  ``start`` (int32, sorted order) is
-    the index of the first element of each element's block.
+def forward_numpy(z, w, scale, kl: bool, unsort=None):
+    """``(p, start, order)`` for NumPy arrays ``z``, ``w`` of shape ``(..., n)``
+    and ``scale`` of shape ``(...)`` (the three broadcast on the batch axes; a
+    row shared by every row is read in place).  ``start`` (int32, sorted order)
+    is the index of the first element of each element's block.
 
-    ``order`` (int, shape ``(..., n)``) is the permutation that sorted the
-    caller's row: ``sorted[i] = caller[order[i]]``; ``unsort`` names the sequence
-    it sorted.  ``"z"``: ``p`` is returned in the caller's order of ``z``
-    (``p[order[i]]`` holds sorted position ``i``); ``"w"``: ``p`` stays in sorted
-    order (the permutation only matters to the backward pass)."""
-    _check_unsort(order, unsort)
+    ``unsort=None``: ``z`` and ``w`` come sorted descending, ``order`` is None.
+    ``unsort="z"`` or ``"w"``: that sequence comes in the caller's order and
+    the kernel sorts each of its rows descending (``softops._kernels.rowsort``);
+    ``order`` (int32) is the permutation, ``sorted[i] = caller[order[i]]``.
+    With ``"z"`` ``p`` is returned in the caller's order of ``z``
+    (``p[order[i]]`` holds sorted position ``i``); with ``"w"`` in sorted order."""
+    _check_unsort(unsort)
     kernels = _numba_kernels()
     lay = _Layout(z, w, scale)
     if kernels is None:
-        return _forward_by_twin(lay, kl, order, unsort)
-    out = np.empty((lay.rows, lay.n), lay.dtype)
-    start = np.empty((lay.rows, lay.n), np.int32)
-    kernels[0](lay.z, lay.w, lay.scale, lay.steps, bool(kl), lay.order(order), _UNSORT[unsort], out, start)
-    shape = lay.batch + (lay.n,)
-    return out.reshape(shape), start.reshape(shape)
+        return _forward_by_twin(lay, kl, unsort)
+    rows, n = lay.rows, lay.n
+    out = np.empty((rows, n), lay.dtype)
+    start = np.empty((rows, n), np.int32)
+    if unsort is None:
+        sort_bits, bits, order = _NO_BITS, 32, _NO_ORDER
+    else:
+        sort_bits, bits = rowsort.key_bits(lay.unsorted(unsort))
+        order = np.empty((rows, n), np.int32)
+    kernels[0](lay.z, lay.w, lay.scale, lay.steps, bool(kl), sort_bits, bits, _UNSORT[unsort],
+               out, start, order, *_SCRATCH.get(rows, n))
+    shape = lay.batch + (n,)
+    return out.reshape(shape), start.reshape(shape), (None if unsort is None else order.reshape(shape))
 
 
 def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, need=(True, True)):
-    """``(gz, gw, gc)``: cotangents of ``z``, ``w`` (shape ``(*batch, n)``, in the
-    caller's order for the sequence named by ``unsort``; None where ``need`` says
-    so) and of the scale (shape ``batch``), given the cotangent ``g`` of ``p``
-    (in the order ``p`` was returned in).  Reduce them to the inputs' shapes
-    yourself."""
-    _check_unsort(order, unsort)
+    """``(gz, gw, gc)``: cotangents of ``z``, ``w`` (shape ``(*batch, n)``; the
+    sequence named by ``unsort`` and its cotangent in the caller's order, read
+    through ``order`` from ``forward_numpy``; None where ``need`` says so) and
+    of the scale (shape ``batch``), given the cotangent ``g`` of ``p`` (in the
+    order ``p`` was returned in).  Reduce them to the inputs' shapes yourself."""
+    _check_unsort(unsort, order, backward=True)
     kernels = _numba_kernels()
     lay = _Layout(z, w, scale)
     if kernels is None:
@@ -294,22 +366,39 @@ def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, nee
     )
 
 
-def _forward_by_twin(lay, kl, order, unsort):
-    """``forward_numpy`` without numba: the twin on the sorted rows."""
+def _sorted_rows(lay, unsort):
+    """Full rows of z and w, the one named by ``unsort`` sorted descending
+    (stable), and the permutation (None without ``unsort``)."""
     z, w = lay.full(lay.z), lay.full(lay.w)
+    if unsort is None:
+        return z, w, None
+    order = np.argsort(-(z if unsort == "z" else w), axis=-1, kind="stable").astype(np.int32)
+    if unsort == "z":
+        z = np.take_along_axis(z, order, axis=-1)
+    else:
+        w = np.take_along_axis(w, order, axis=-1)
+    return z, w, order
+
+
+def _forward_by_twin(lay, kl, unsort):
+    """``forward_numpy`` without numba: the twin on the sorted rows."""
+    z, w, order = _sorted_rows(lay, unsort)
     p, start = forward_twin(np, z, w, lay.full(lay.scale[:, None])[:, 0], kl)
     if unsort == "z":
-        p = _unsort(p, lay.order(order))
+        p = _unsort(p, order)
     shape = lay.batch + (lay.n,)
-    return p.reshape(shape), start.reshape(shape)
+    return p.reshape(shape), start.reshape(shape), (None if order is None else order.reshape(shape))
 
 
 def _backward_by_twin(lay, start, g, kl, order, unsort, need):
+    o = lay.order(order)
     z, w = lay.full(lay.z), lay.full(lay.w)
     g = lay.full(np.asarray(g, lay.dtype))
-    o = lay.order(order)
     if unsort == "z":
+        z = np.take_along_axis(z, o, axis=-1)
         g = np.take_along_axis(g, o, axis=-1)
+    elif unsort == "w":
+        w = np.take_along_axis(w, o, axis=-1)
     gz, gw, gc = backward_twin(np, z, w, lay.full(lay.scale[:, None])[:, 0], lay.full(np.asarray(start)), g, kl)
     if unsort == "z":
         gz = _unsort(gz, o)

@@ -23,8 +23,9 @@ def _host(a):
     return None if a is None else np.asarray(a)
 
 
-def _host_forward(z, w, scale, order=None, *, kl, unsort):
-    return isotonic.forward_numpy(_host(z), _host(w), _host(scale), kl, _host(order), unsort)
+def _host_forward(z, w, scale, *, kl, unsort):
+    p, start, order = isotonic.forward_numpy(_host(z), _host(w), _host(scale), kl, unsort)
+    return (p, start) if order is None else (p, start, order)
 
 
 def _host_backward(z, w, scale, start, g, order=None, *, kl, unsort, need):
@@ -43,11 +44,13 @@ def _callback(host, shapes, *arrays):
     return jax.pure_callback(host, shapes, *arrays, vmap_method="expand_dims")
 
 
-def isotonic_forward(z, w, scale, kl, order=None, unsort=None):
+def isotonic_forward(z, w, scale, kl, unsort=None):
     shape = _shape(z, w, scale)
-    shapes = (jax.ShapeDtypeStruct(shape, z.dtype), jax.ShapeDtypeStruct(shape, jnp.int32))
+    index = jax.ShapeDtypeStruct(shape, jnp.int32)
+    shapes = (jax.ShapeDtypeStruct(shape, z.dtype), index) + ((index,) if unsort else ())
     host = functools.partial(_host_forward, kl=kl, unsort=unsort)
-    return _callback(host, shapes, z, w, scale, order)
+    out = _callback(host, shapes, z, w, scale)
+    return (*out, None) if unsort is None else tuple(out)
 
 
 def isotonic_backward(z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):

@@ -43,8 +43,9 @@ def _batch_shape(z, w, scale):
     return torch.broadcast_shapes(z.shape[:-1], w.shape[:-1], scale.shape)
 
 
-def _forward_kernel(z, w, scale, kl, order, unsort):
-    return isotonic.forward_numpy(z, w, scale, kl, order, unsort or None)
+def _forward_kernel(z, w, scale, kl, unsort):
+    p, start, order = isotonic.forward_numpy(z, w, scale, kl, unsort or None)
+    return p, start, (np.empty(0, np.int32) if order is None else order)
 
 
 def _backward_kernel(z, w, scale, start, g, kl, order, unsort, need_gz, need_gw):
@@ -56,20 +57,20 @@ def _backward_kernel(z, w, scale, start, g, kl, order, unsort, need_gz, need_gw)
 
 @torch.library.custom_op("softops::isotonic_forward", mutates_args=())
 def isotonic_forward(
-    z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, kl: bool,
-    order: Optional[torch.Tensor], unsort: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    z: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, kl: bool, unsort: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if z.device.type != "cpu":
-        p, start = _on_device(_forward_kernel, z.device, z, w, scale, kl, order, unsort)
-        return p, start
-    p, start = _forward_kernel(_host(z), _host(w), _host(scale), kl, _host(order), unsort)
-    return torch.from_numpy(p), torch.from_numpy(start)
+        p, start, order = _on_device(_forward_kernel, z.device, z, w, scale, kl, unsort)
+        return p, start, order
+    p, start, order = _forward_kernel(_host(z), _host(w), _host(scale), kl, unsort)
+    return torch.from_numpy(p), torch.from_numpy(start), torch.from_numpy(order)
 
 
 @isotonic_forward.register_fake
-def _(z, w, scale, kl, order, unsort):
+def _(z, w, scale, kl, unsort):
     shape = (*_batch_shape(z, w, scale), z.shape[-1])
-    return z.new_empty(shape), z.new_empty(shape, dtype=torch.int32)
+    order = z.new_empty(shape if unsort else (0,), dtype=torch.int32)
+    return z.new_empty(shape), z.new_empty(shape, dtype=torch.int32), order
 
 
 @torch.library.custom_op("softops::isotonic_backward", mutates_args=())
@@ -95,23 +96,21 @@ def _(z, w, scale, start, g, kl, order, unsort, need_gz, need_gw):
 
 
 def _setup_context(ctx, inputs, output):
-    z, w, scale, kl, order, unsort = inputs
+    z, w, scale, kl, unsort = inputs
     ctx.kl, ctx.unsort = kl, unsort
-    ctx.save_for_backward(z, w, scale, output[1], order)
+    ctx.save_for_backward(z, w, scale, output[1], output[2])
 
 
-def _backward(ctx, grad_p, grad_start):
+def _backward(ctx, grad_p, grad_start, grad_order):
     z, w, scale, start, order = ctx.saved_tensors
     need_gz, need_gw, need_gc = ctx.needs_input_grad[:3]
-    # Cotangents of the op's own inputs, all in sorted order: bring g there.
-    g = grad_p.gather(-1, order.expand_as(grad_p)) if ctx.unsort == "z" else grad_p
-    gz, gw, gc = isotonic_backward(z, w, scale, start, g.contiguous(), ctx.kl, None, "",
-                                   need_gz, need_gw)
+    gz, gw, gc = isotonic_backward(z, w, scale, start, grad_p.contiguous(), ctx.kl,
+                                   order if ctx.unsort else None, ctx.unsort, need_gz, need_gw)
     return (
         gz.sum_to_size(z.shape) if need_gz else None,
         gw.sum_to_size(w.shape) if need_gw else None,
         gc.to(scale.dtype).sum_to_size(scale.shape) if need_gc else None,
-        None, None, None,
+        None, None,
     )
 
 
@@ -130,11 +129,9 @@ def _batch_first(arrays, in_dims):
     ]
 
 
-def _vmap_forward(info, in_dims, z, w, scale, kl, order, unsort):
-    z, w, scale, order = _batch_first((z, w, scale, order), in_dims[:3] + in_dims[4:5])
-    if order is not None:
-        order = order.expand(info.batch_size, *order.shape[1:])
-    return isotonic_forward(z, w, scale, kl, order, unsort), (0, 0)
+def _vmap_forward(info, in_dims, z, w, scale, kl, unsort):
+    z, w, scale = _batch_first((z, w, scale), in_dims[:3])
+    return isotonic_forward(z, w, scale, kl, unsort), (0, 0, 0 if unsort else None)
 
 
 def _vmap_backward(info, in_dims, z, w, scale, start, g, kl, order, unsort, need_gz, need_gw):

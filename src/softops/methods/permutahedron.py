@@ -89,56 +89,53 @@ def _sum_to(xp, a, shape):
     return xp.reshape(xp.sum(a, axis=axes), shape)
 
 
-# Each operation is one custom VJP around the framework's sort and the kernel:
-# the kernel reads and writes through the sort's permutation itself, so neither
-# pass spends framework operations on gathers, scatters or broadcast copies.
+# Each operation is one custom VJP around one kernel call per pass: the kernel
+# sorts the rows itself and reads and writes through the permutation, so no
+# framework sort, gather, scatter or broadcast copy is spent.
 #
-#   rank:    p = P(y / T, rho) in y's order; z = sort_desc(y), w = rho shared;
-#   sort:    p = P(rho / T, y) in sorted order; z = rho shared, w = sort_desc(y);
+#   rank:    p = P(y / T, rho) in y's order (z = y, sorted by the kernel; w = rho shared);
+#   sort:    p = P(rho / T, y) in sorted order (z = rho shared; w = y, sorted by the kernel);
 #   project: p = P(y / T, w) in y's order, w an input (sorted descending).
-# Module-level functions, not functools.partial: they must be hashable and
-# equal across calls (JAX caches the custom_vjp on them; torch.compile traces
-# the autograd.Function's constant op tuple only through plain functions).
+# Built once at import (JAX caches the custom_vjp on the functions, and
+# torch.compile traces the autograd.Function's constant op tuple only through
+# plain functions, not functools.partial).
 
 
 def _make_ops(kl: bool):
     def rank_fwd(xp, y, scale):
         backend = backend_of(y)
-        z, order = backend.sort_descending(y)
-        p, start = backend.isotonic_forward(z, _positions(backend, y, kl), scale, kl, order, "z")
-        return p, (z, scale[...], start, order)
+        p, start, order = backend.isotonic_forward(y, _positions(backend, y, kl), scale, kl, "z")
+        return p, (y[...], scale[...], start, order)
 
     def rank_bwd(xp, p, residuals, g):
-        z, scale, start, order = residuals
-        backend = backend_of(z)
+        y, scale, start, order = residuals
+        backend = backend_of(y)
         gy, _, gc = backend.isotonic_backward(
-            z, _positions(backend, z, kl), scale, start, g, kl, order, "z", need=(True, False)
+            y, _positions(backend, y, kl), scale, start, g, kl, order, "z", need=(True, False)
         )
         return gy, _sum_to(xp, gc, scale.shape)
 
     def sort_fwd(xp, y, scale):
         backend = backend_of(y)
-        w, order = backend.sort_descending(y)
-        p, start = backend.isotonic_forward(_positions(backend, y, False), w, scale, kl, order, "w")
-        return p, (w, scale[...], start, order)
+        p, start, order = backend.isotonic_forward(_positions(backend, y, False), y, scale, kl, "w")
+        return p, (y[...], scale[...], start, order)
 
     def sort_bwd(xp, p, residuals, g):
-        w, scale, start, order = residuals
-        backend = backend_of(w)
+        y, scale, start, order = residuals
+        backend = backend_of(y)
         _, gy, gc = backend.isotonic_backward(
-            _positions(backend, w, False), w, scale, start, g, kl, order, "w", need=(False, True)
+            _positions(backend, y, False), y, scale, start, g, kl, order, "w", need=(False, True)
         )
         return gy, _sum_to(xp, gc, scale.shape)
 
     def project_fwd(xp, y, w, scale):
         backend = backend_of(y)
-        z, order = backend.sort_descending(y)
-        p, start = backend.isotonic_forward(z, w, scale, kl, order, "z")
-        return p, (z, w[...], scale[...], start, order)
+        p, start, order = backend.isotonic_forward(y, w, scale, kl, "z")
+        return p, (y[...], w[...], scale[...], start, order)
 
     def project_bwd(xp, p, residuals, g):
-        z, w, scale, start, order = residuals
-        gy, gw, gc = backend_of(z).isotonic_backward(z, w, scale, start, g, kl, order, "z")
+        y, w, scale, start, order = residuals
+        gy, gw, gc = backend_of(y).isotonic_backward(y, w, scale, start, g, kl, order, "z")
         return gy, _sum_to(xp, gw, w.shape), _sum_to(xp, gc, scale.shape)
 
     return {"rank": (rank_fwd, rank_bwd), "sort": (sort_fwd, sort_bwd), "project": (project_fwd, project_bwd)}

@@ -1,0 +1,89 @@
+r"""Sorting rows inside numba kernels: the permutation that sorts one row descending.
+
+The kernels that need a sorted row (the permutahedron's PAV) sort it themselves
+instead of calling the framework's sort: on a CPU a row sort tuned to the row
+length is several times faster than ``torch.sort`` / ``jnp.sort`` on the same
+rows, and it saves a pass over memory.  Floats are sorted through integer keys
+(the IEEE-754 bit pattern with the sign handled, Knuth TAOCP vol. 3, 5.2.5;
+the usual "float radix sort" key), which order every float (NaN included: a
+positive NaN above ``+inf``, a negative one below ``-inf``) so that the
+permutation is always complete:
+
+* rows of up to ``SMALL`` entries: counting sort by comparisons,
+  ``pos_i = #{j : key_j > key_i} + #{j < i : key_j = key_i}`` (O(n^2)
+  branch-free work, which beats everything else at these lengths);
+* longer rows: least-significant-digit radix sort on 8-bit digits (stable; one
+  counting pass per byte of the key, passes whose digit is the same for every
+  entry skipped).
+
+Both are stable: tied entries keep their order.  ``x_bits`` is the row array
+viewed as unsigned integers of the float's width (``uint32`` for float32,
+``uint64`` for float64) and ``bits`` that width; scratch arrays have ``n``
+entries (``count``: 256).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SMALL", "key_bits", "sort_row_descending"]
+
+SMALL = 64
+
+
+def key_bits(x):
+    """The unsigned-integer view of a float32 / float64 array, and its width."""
+    if x.dtype == np.float32:
+        return x.view(np.uint32), 32
+    if x.dtype == np.float64:
+        return x.view(np.uint64), 64
+    raise TypeError(f"rows must be float32 or float64, got {x.dtype}")
+
+
+def sort_row_descending(x_bits, r, bits, key, key_b, idx, idx_b, count):
+    """Fill ``idx[:n]`` with the permutation that sorts row ``r`` of the float
+    array whose bits are ``x_bits`` descending (ties in row order)."""
+    n = x_bits.shape[1]
+    ones = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(64 - bits)
+    sign = np.uint64(1) << np.uint64(bits - 1)
+    for i in range(n):
+        b = np.uint64(x_bits[r, i])
+        # Ascending key: flip all bits of negatives, set the sign bit of the
+        # rest; then complement for a descending order.
+        asc = (b ^ ones) if (b & sign) else (b | sign)
+        key[i] = asc ^ ones
+    if n <= SMALL:
+        for i in range(n):
+            k = key[i]
+            pos = 0
+            for j in range(n):
+                pos += (key[j] < k) | ((key[j] == k) & (j < i))
+            idx[pos] = i
+        return
+    for i in range(n):
+        idx[i] = i
+    src_k, dst_k, src_i, dst_i = key, key_b, idx, idx_b
+    swapped = False
+    for shift in range(0, bits, 8):
+        s = np.uint64(shift)
+        count[:] = 0
+        for i in range(n):
+            count[(src_k[i] >> s) & np.uint64(255)] += 1
+        if count[(src_k[0] >> s) & np.uint64(255)] == n:
+            continue  # every entry has this digit: the pass would not move anything
+        total = 0
+        for d in range(256):
+            c = count[d]
+            count[d] = total
+            total += c
+        for i in range(n):
+            d = (src_k[i] >> s) & np.uint64(255)
+            dst_k[count[d]] = src_k[i]
+            dst_i[count[d]] = src_i[i]
+            count[d] += 1
+        src_k, dst_k = dst_k, src_k
+        src_i, dst_i = dst_i, src_i
+        swapped = not swapped
+    if swapped:
+        for i in range(n):
+            idx[i] = src_i[i]
