@@ -97,11 +97,11 @@ def test_without_numba_the_twin_runs(monkeypatch):
 from softops._kernels import rowsort  # noqa: E402
 
 
-def _numba_row_sort(x):
-    """Run rowsort.sort_row_descending (compiled) on each row of ``x``."""
+def _numba_row_sort(x, descending=True):
+    """Run rowsort.sort_row (compiled) on each row of ``x``."""
     import numba
 
-    sort = numba.njit(rowsort.sort_row_descending)
+    sort = numba.njit(rowsort.sort_row)
     bits, width = rowsort.key_bits(np.ascontiguousarray(x))
     n = x.shape[1]
     out = np.empty(x.shape, np.int32)
@@ -109,16 +109,16 @@ def _numba_row_sort(x):
     idx, idx_b = np.empty(n, np.int32), np.empty(n, np.int32)
     count = np.empty(256, np.int64)
     for r in range(x.shape[0]):
-        sort(bits, r, width, key, key_b, idx, idx_b, count)
+        sort(bits, r, width, descending, key, key_b, idx, idx_b, count)
         out[r] = idx
     return out
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 2, 7, rowsort.SMALL, rowsort.SMALL + 1, 300])
-def test_row_sort_is_numpys_stable_descending_sort(dtype, n):
-    """Oracle: numpy's stable argsort of -x (ties in row order), on rows with
-    ties, signed zeros, infinities and huge / tiny magnitudes."""
+def test_row_sort_is_numpys_stable_sort(dtype, n):
+    """Oracle: numpy's stable argsort of -x and of x (ties in row order), on
+    rows with ties, signed zeros, infinities and huge / tiny magnitudes."""
     rng = np.random.default_rng(n)
     x = rng.choice([-np.inf, -1e30, -2.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 2.0, 1e30, np.inf], size=(5, n))
     x = np.where(rng.random((5, n)) < 0.5, rng.normal(size=(5, n)) * 10.0 ** rng.integers(-5, 5, (5, n)), x)
@@ -127,10 +127,13 @@ def test_row_sort_is_numpys_stable_descending_sort(dtype, n):
     # -0.0 and 0.0 are equal for numpy but ordered for the bit keys (0.0 first
     # when descending): compare the sorted values, and the order on non-zero rows.
     np.testing.assert_array_equal(np.take_along_axis(x, order, -1), -np.sort(-x, axis=-1))
+    up = _numba_row_sort(x, descending=False)
+    np.testing.assert_array_equal(np.take_along_axis(x, up, -1), np.sort(x, axis=-1))
     for r in range(5):
-        assert sorted(order[r]) == list(range(n))
+        assert sorted(order[r]) == list(range(n)) and sorted(up[r]) == list(range(n))
         if not np.any(x[r] == 0):
             np.testing.assert_array_equal(order[r], np.argsort(-x[r], kind="stable"))
+            np.testing.assert_array_equal(up[r], np.argsort(x[r], kind="stable"))
 
 
 def test_row_sort_puts_nan_at_the_ends():

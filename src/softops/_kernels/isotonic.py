@@ -91,7 +91,7 @@ def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, star
             zr = r * steps[0]
             wr = r * steps[1]
             if unsort != 0:
-                _sort_row_descending(sort_bits, r, bits, key, key_b, idx, idx_b, count)
+                _sort_row(sort_bits, r, bits, True, key, key_b, idx, idx_b, count)
                 for i in range(n):
                     order[r, i] = idx[i]
             for i in range(n):
@@ -200,7 +200,7 @@ def _logaddexp_py(a, b):
 
 _prange = range
 _logaddexp = _logaddexp_py
-_sort_row_descending = rowsort.sort_row_descending
+_sort_row = rowsort.sort_row
 
 
 class _Scratch(threading.local):
@@ -240,14 +240,14 @@ def _threads():
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _logaddexp, _sort_row_descending
+    global _prange, _logaddexp, _sort_row
     try:
         import numba
     except ImportError:
         return None
     jit = numba.njit(cache=True, nogil=True)
     _logaddexp = jit(_logaddexp_py)
-    _sort_row_descending = jit(rowsort.sort_row_descending)
+    _sort_row = jit(rowsort.sort_row)
     _prange = numba.prange
     parallel = numba.njit(parallel=True, cache=True, nogil=True)
     return parallel(_pav_forward_rows), parallel(_pav_backward_rows)

@@ -1,6 +1,6 @@
-r"""Sorting rows inside numba kernels: the permutation that sorts one row descending.
+r"""Sorting rows inside numba kernels: the permutation that sorts one row.
 
-The kernels that need a sorted row (the permutahedron's PAV) sort it themselves
+The kernels that need a sorted row (the permutahedron's PAV, LapSum) sort it themselves
 instead of calling the framework's sort: on a CPU a row sort tuned to the row
 length is several times faster than ``torch.sort`` / ``jnp.sort`` on the same
 rows, and it saves a pass over memory.  Floats are sorted through integer keys
@@ -10,7 +10,7 @@ positive NaN above ``+inf``, a negative one below ``-inf``) so that the
 permutation is always complete:
 
 * rows of up to ``SMALL`` entries: counting sort by comparisons,
-  ``pos_i = #{j : key_j > key_i} + #{j < i : key_j = key_i}`` (O(n^2)
+  ``pos_i = #{j : key_j < key_i} + #{j < i : key_j = key_i}`` (O(n^2)
   branch-free work, which beats everything else at these lengths);
 * longer rows: least-significant-digit radix sort on 8-bit digits (stable; one
   counting pass per byte of the key, passes whose digit is the same for every
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SMALL", "key_bits", "sort_row_descending"]
+__all__ = ["SMALL", "key_bits", "sort_row"]
 
 SMALL = 64
 
@@ -40,18 +40,19 @@ def key_bits(x):
     raise TypeError(f"rows must be float32 or float64, got {x.dtype}")
 
 
-def sort_row_descending(x_bits, r, bits, key, key_b, idx, idx_b, count):
+def sort_row(x_bits, r, bits, descending, key, key_b, idx, idx_b, count):
     """Fill ``idx[:n]`` with the permutation that sorts row ``r`` of the float
-    array whose bits are ``x_bits`` descending (ties in row order)."""
+    array whose bits are ``x_bits`` ascending, or descending (ties in row
+    order either way)."""
     n = x_bits.shape[1]
     ones = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(64 - bits)
     sign = np.uint64(1) << np.uint64(bits - 1)
     for i in range(n):
         b = np.uint64(x_bits[r, i])
         # Ascending key: flip all bits of negatives, set the sign bit of the
-        # rest; then complement for a descending order.
+        # rest; complemented for a descending order.
         asc = (b ^ ones) if (b & sign) else (b | sign)
-        key[i] = asc ^ ones
+        key[i] = (asc ^ ones) if descending else asc
     if n <= SMALL:
         for i in range(n):
             k = key[i]
