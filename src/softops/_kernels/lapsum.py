@@ -1,0 +1,450 @@
+r"""LapSum soft rank, soft sort and top-k mask on sorted rows, with exact backwards.
+
+Struski, Bednarczyk, Podolak & Tabor 2025, "LapSum - One Method to
+Differentiate Them All" (ICML, arXiv:2503.06242); the notation is that of
+``softops.methods.lapsum``.  Every row holds the ascending values ``y_0 <= ... <=
+y_{n-1}`` (already sorted by the framework), the permutation ``order`` that
+sorted the caller's row (``y_j = x[order_j]``) and a temperature ``T > 0``.
+With ``d_j = exp(-(y_{j+1} - y_j) / T)`` and ``delta_j = (y_{j+1} - y_j) / T``:
+
+* ``alpha_j = sum_{i <= j} e^{-(y_j - y_i)/T} = 1 + d_{j-1} alpha_{j-1}`` and
+  ``beta_j = sum_{i >= j} e^{-(y_i - y_j)/T} = 1 + d_j beta_{j+1}``;
+* ``alpha'_j = sum_{i < j} e^{-u} u`` (``u = (y_j - y_i)/T``)
+  ``= d_{j-1} (alpha'_{j-1} + delta_{j-1} alpha_{j-1})``, and its mirror ``beta'_j``.
+
+Operations (``0``-based ``j``; outputs in the caller's order except the sort):
+
+* rank: ``r_j = j + 1 + (beta_j - alpha_j) / 2``.  Backward, with ``g`` the
+  cotangent in sorted order, ``A_j = sum_{i <= j} g_i e^{-(y_j-y_i)/T}`` and
+  ``B_j = sum_{i >= j} g_i e^{-(y_i-y_j)/T}`` (the same recurrences):
+  ``gy_j = (g_j (alpha_j + beta_j) - A_j - B_j) / (2T)`` and, since
+  ``dr_j/dT = (beta'_j - alpha'_j) / (2T)``, ``gT = sum_j g_j dr_j/dT``.
+* sort: ``s_k = F^{-1}(k + 1/2)`` (``k = 0..n-1``) by the closed-form inversion
+  of ``softops.methods.lapsum._Knots.invert`` on the gap ``m_k = #{j : r_j <= k
+  + 1}`` (a sweep: targets and ranks both increase).  Backward by the implicit
+  function theorem: ``ds_k/dy_i = e^{-|s_k - y_i|/T} / D_k`` with ``D_k = sum_i
+  e^{-|s_k - y_i|/T}``, and ``ds_k/dT = sum_i e^{-|u|} u / D_k`` with ``u = (s_k
+  - y_i)/T``.  ``D_k`` and that sum are read off ``alpha, alpha'`` at knot
+  ``m_k - 1`` and ``beta, beta'`` at knot ``m_k``; ``gy_i = sum_k (g_k / D_k)
+  e^{-|s_k - y_i|/T}`` splits into the ``k`` with ``m_k <= i`` and those with
+  ``m_k > i`` and is two more recurrences over ``i``.
+* mask (largest): ``p_i = sigma((y_i - b)/T)`` with ``F(b) = n - k``; ``p = 1``
+  for ``k >= n`` and ``0`` for ``k <= 0``.  With ``v_i = (y_i - b)/T``,
+  ``e_i = e^{-|v_i|}``, ``q_i = e_i / (2T)``, ``D = sum e_i``, ``G = sum g_i q_i``
+  and ``db/dT = -sum e_i v_i / D``: ``gy_j = g_j q_j - G e_j / D = (g_j - c) q_j``
+  with ``c = 2 T G / D = sum g_i e_i / sum e_i``, ``gk = c`` and
+  ``gT = -sum_i g_i q_i v_i - G db/dT = (c sum e_i v_i - sum g_i e_i v_i) / (2T)``.
+
+Only bounded quantities are formed: every exponent is ``<= 0`` and the ratios
+``e / D`` are taken after shifting by the smallest exponent (``D`` may
+underflow when ``T`` is tiny against the gaps), and ``x e^{-x}`` is 0 beyond
+``x > 700``.  Sums run in float64 whatever the dtype.  Ties get equal ranks
+exactly (a tied knot copies its predecessor's rank).
+
+``forward`` / ``backward`` run the numba kernels (``@njit(parallel=True,
+cache=True, nogil=True)``, rows in parallel, compiled lazily); without numba
+they run the same functions as plain Python (slow: the methods module uses its
+pure Array API twin instead).  Shapes: ``y`` and ``order`` ``(*batch, n)``;
+``t`` and ``k`` with as many axes as ``batch``, broadcasting against it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+__all__ = ["OPS", "forward", "backward", "numba_available"]
+
+OPS = ("rank", "sort", "mask")
+_OP = {name: i for i, name in enumerate(OPS)}
+_BIG = 700.0  # x e^{-x} is taken as 0 beyond this
+
+
+# --- per-row helpers (njit-ed when numba is there) ----------------------------------
+
+
+def _knots_py(y, r, t, e, alpha, beta, rank):
+    """Fill ``e_j = d_j``, ``alpha``, ``beta`` and the sorted ranks of row ``r``."""
+    n = y.shape[1]
+    for j in range(n - 1):
+        e[j] = math.exp(-(np.float64(y[r, j + 1]) - np.float64(y[r, j])) / t)
+    alpha[0] = 1.0
+    for j in range(1, n):
+        alpha[j] = 1.0 + e[j - 1] * alpha[j - 1]
+    beta[n - 1] = 1.0
+    for j in range(n - 2, -1, -1):
+        beta[j] = 1.0 + e[j] * beta[j + 1]
+    for j in range(n):
+        if j > 0 and y[r, j] == y[r, j - 1]:
+            rank[j] = rank[j - 1]
+        else:
+            rank[j] = j + 1.0 + 0.5 * (beta[j] - alpha[j])
+
+
+def _derivatives_py(y, r, t, e, alpha, beta, da, db):
+    """``alpha'`` and ``beta'`` of row ``r`` (see the module docstring)."""
+    n = y.shape[1]
+    da[0] = 0.0
+    for j in range(1, n):
+        de = 0.0
+        if e[j - 1] > 0.0:
+            de = e[j - 1] * ((np.float64(y[r, j]) - np.float64(y[r, j - 1])) / t)
+        da[j] = e[j - 1] * da[j - 1] + de * alpha[j - 1]
+    db[n - 1] = 0.0
+    for j in range(n - 2, -1, -1):
+        de = 0.0
+        if e[j] > 0.0:
+            de = e[j] * ((np.float64(y[r, j + 1]) - np.float64(y[r, j])) / t)
+        db[j] = e[j] * db[j + 1] + de * beta[j + 1]
+
+
+def _invert_py(y, r, t, alpha, beta, target, m):
+    """``F(b) = target`` on gap ``m`` (between knots ``m - 1`` and ``m``) as
+    ``(kind, offset)``: ``b = anchor + T offset`` with the anchor knot ``m - 1``
+    (kind 0), knot ``m`` (kind 1) or their midpoint (kind 2)."""
+    n = y.shape[1]
+    d = target - m
+    edge = m == 0 or m == n
+    lc = 0.0
+    if m == 0:
+        la = 0.0
+        lb = math.log(beta[0])
+    elif m == n:
+        la = math.log(alpha[n - 1])
+        lb = 0.0
+    else:
+        la = math.log(alpha[m - 1])
+        lb = math.log(beta[m])
+        lc = la + lb - (np.float64(y[r, m]) - np.float64(y[r, m - 1])) / t
+    if edge or d * d > math.exp(lc):
+        ad = abs(d)
+        ratio = 0.0 if edge else math.exp(lc - 2.0 * math.log(ad))
+        log_d = math.log(ad) + math.log(1.0 + math.sqrt(1.0 + ratio))
+        if d >= 0:
+            return 1, log_d - lb
+        return 0, la - log_d
+    z = d * math.exp(min(-0.5 * lc, 80.0))
+    return 2, 0.5 * (la - lb) + math.log1p(z + z * z / (1.0 + math.sqrt(1.0 + z * z)))
+
+
+def _anchor_py(y, r, m, kind):
+    n = y.shape[1]
+    left = np.float64(y[r, max(m - 1, 0)])
+    right = np.float64(y[r, min(m, n - 1)])
+    if kind == 0:
+        return left
+    if kind == 1:
+        return right
+    return 0.5 * (left + right)
+
+
+def _sides_py(y, r, t, m, kind, offset):
+    """``(w_l, w_r) = ((b - y_{m-1}) / T, (y_m - b) / T)`` without cancellation."""
+    n = y.shape[1]
+    gap = 0.0
+    if 0 < m < n:
+        gap = (np.float64(y[r, m]) - np.float64(y[r, m - 1])) / t
+    if kind == 0:
+        return offset, gap - offset
+    if kind == 1:
+        return gap + offset, -offset
+    return 0.5 * gap + offset, 0.5 * gap - offset
+
+
+def _xexp_py(x):
+    """``x e^{-|x|}``, 0 far out (no ``inf * 0``)."""
+    if abs(x) > _BIG:
+        return 0.0
+    return x * math.exp(-abs(x))
+
+
+def _mask_target_py(n, k):
+    """``(inside, target)``: ``F(b) = n - k`` for ``0 < k < n``."""
+    target = n - k
+    return 0.0 < target < n, target
+
+
+# --- row kernels ----------------------------------------------------------------------
+
+
+def _forward_rows(y, order, t, k, steps, op, out):
+    rows, n = out.shape
+    chunks = min(rows, _CHUNKS)
+    for chunk in _prange(chunks):
+        e = np.empty(max(n - 1, 1), np.float64)
+        alpha = np.empty(n, np.float64)
+        beta = np.empty(n, np.float64)
+        rank = np.empty(n, np.float64)
+        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            yr = r * steps[0]
+            tr = np.float64(t[r * steps[1]])
+            _knots(y, yr, tr, e, alpha, beta, rank)
+            if op == 0:
+                for j in range(n):
+                    out[r, order[yr, j]] = rank[j]
+            elif op == 1:
+                m = 0
+                for j in range(n):
+                    while m < n and rank[m] <= j + 1.0:
+                        m += 1
+                    kind, offset = _invert(y, yr, tr, alpha, beta, j + 0.5, m)
+                    out[r, j] = _anchor(y, yr, m, kind) + tr * offset
+            else:
+                inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
+                if not inside:
+                    fill = 0.0 if target > 0 else 1.0
+                    for j in range(n):
+                        out[r, j] = fill
+                    continue
+                m = 0
+                while m < n and rank[m] - 0.5 <= target:
+                    m += 1
+                kind, offset = _invert(y, yr, tr, alpha, beta, target, m)
+                anchor = _anchor(y, yr, m, kind)
+                for j in range(n):
+                    v = (np.float64(y[yr, j]) - anchor) / tr - offset
+                    p = 0.5 * math.exp(-abs(v))
+                    out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
+
+
+def _backward_rows(y, order, t, k, g, steps, op, gy, gt, gk):
+    rows, n = gy.shape
+    chunks = min(rows, _CHUNKS)
+    for chunk in _prange(chunks):
+        e = np.empty(max(n - 1, 1), np.float64)
+        alpha = np.empty(n, np.float64)
+        beta = np.empty(n, np.float64)
+        rank = np.empty(n, np.float64)
+        da = np.empty(n, np.float64)
+        db = np.empty(n, np.float64)
+        wl = np.empty(n, np.float64)
+        wr = np.empty(n, np.float64)
+        gaps = np.empty(n, np.int64)
+        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            yr = r * steps[0]
+            tr = np.float64(t[r * steps[1]])
+            _knots(y, yr, tr, e, alpha, beta, rank)
+            if op == 0:
+                _derivatives(y, yr, tr, e, alpha, beta, da, db)
+                _rank_backward(g, r, order, yr, tr, e, alpha, beta, da, db, wl, gy, gt)
+            elif op == 1:
+                _derivatives(y, yr, tr, e, alpha, beta, da, db)
+                _sort_backward(y, g, r, order, yr, tr, e, alpha, beta, rank, da, db, wl, wr, gaps, gy, gt)
+            else:
+                _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), alpha, beta, rank,
+                               wl, gy, gt, gk)
+
+
+def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, acc, gy, gt):
+    """``acc`` holds ``A_j``; ``B_j`` runs backwards alongside the output."""
+    n = alpha.shape[0]
+    a = 0.0
+    for j in range(n):
+        a = np.float64(g[r, order[yr, j]]) + (e[j - 1] * a if j > 0 else 0.0)
+        acc[j] = a
+    b = 0.0
+    total_t = 0.0
+    for j in range(n - 1, -1, -1):
+        gj = np.float64(g[r, order[yr, j]])
+        b = gj + (e[j] * b if j < n - 1 else 0.0)
+        gy[r, order[yr, j]] = (gj * (alpha[j] + beta[j]) - acc[j] - b) / (2.0 * t)
+        total_t += gj * (db[j] - da[j])
+    gt[r] = total_t / (2.0 * t)
+
+
+def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, el, er, gaps, gy, gt):
+    """``el_k, er_k = g_k e^{-w_l} / D_k, g_k e^{-w_r} / D_k`` (shifted by
+    ``min(w_l, w_r)``), then ``gy_i = P_i + Q_i``: ``P_i = sum_{m_k <= i} g_k
+    e^{-(y_i - s_k)/T} / D_k`` forwards and ``Q_i = sum_{m_k > i} ...`` backwards."""
+    n = alpha.shape[0]
+    m = 0
+    total_t = 0.0
+    for j in range(n):
+        while m < n and rank[m] <= j + 1.0:
+            m += 1
+        kind, offset = _invert(y, yr, t, alpha, beta, j + 0.5, m)
+        w_l, w_r = _sides(y, yr, t, m, kind, offset)
+        has_l = m > 0
+        has_r = m < n
+        shift = min(w_l, w_r) if has_l and has_r else (w_l if has_l else w_r)
+        sl = 0.0
+        sr = 0.0
+        dsum = 0.0
+        esum = 0.0
+        if has_l and w_l - shift <= _BIG:
+            sl = math.exp(shift - w_l)
+            dsum += sl * alpha[m - 1]
+            esum += sl * (w_l * alpha[m - 1] + da[m - 1])
+        if has_r and w_r - shift <= _BIG:
+            sr = math.exp(shift - w_r)
+            dsum += sr * beta[m]
+            esum -= sr * (w_r * beta[m] + db[m])
+        gj = np.float64(g[r, j])
+        el[j] = gj * sl / dsum
+        er[j] = gj * sr / dsum
+        gaps[j] = m
+        total_t += gj * esum / dsum
+    gt[r] = total_t
+    # P_i forwards (k with m_k <= i reach y_i from the left: weight e^{-w_r} at y_{m_k}).
+    p = 0.0
+    kk = 0
+    for i in range(n):
+        p = e[i - 1] * p if i > 0 else 0.0
+        while kk < n and gaps[kk] <= i:
+            if gaps[kk] == i:
+                p += er[kk]
+            kk += 1
+        gy[r, order[yr, i]] = p
+    # Q_i backwards (k with m_k > i: weight e^{-w_l} at y_{m_k - 1}).
+    q = 0.0
+    kk = n - 1
+    for i in range(n - 1, -1, -1):
+        q = e[i] * q if i < n - 1 else 0.0
+        while kk >= 0 and gaps[kk] > i:
+            if gaps[kk] == i + 1:
+                q += el[kk]
+            kk -= 1
+        gy[r, order[yr, i]] += q
+
+
+def _mask_backward_py(y, g, r, order, yr, t, k, alpha, beta, rank, v, gy, gt, gk):
+    n = alpha.shape[0]
+    inside, target = _mask_target(n, k)
+    if not inside:
+        for j in range(n):
+            gy[r, j] = 0.0
+        gt[r] = 0.0
+        gk[r] = 0.0
+        return
+    m = 0
+    while m < n and rank[m] - 0.5 <= target:
+        m += 1
+    kind, offset = _invert(y, yr, t, alpha, beta, target, m)
+    anchor = _anchor(y, yr, m, kind)
+    shift = np.inf
+    for j in range(n):
+        v[j] = (np.float64(y[yr, j]) - anchor) / t - offset
+        shift = min(shift, abs(v[j]))
+    # 2 T G / D = sum g_j e_j / sum e_j, shifted by the smallest |v_j|.
+    dh = 0.0
+    gh = 0.0
+    ev = 0.0  # sum e_j v_j
+    gqv = 0.0  # sum g_j e_j v_j
+    for j in range(n):
+        gj = np.float64(g[r, order[yr, j]])
+        a = abs(v[j]) - shift
+        if a <= _BIG:
+            eh = math.exp(-a)
+            dh += eh
+            gh += gj * eh
+        xe = _xexp(v[j])
+        ev += xe
+        gqv += gj * xe
+    ratio = gh / dh
+    for j in range(n):
+        gj = np.float64(g[r, order[yr, j]])
+        gy[r, order[yr, j]] = (gj - ratio) * math.exp(-abs(v[j])) / (2.0 * t)
+    gk[r] = ratio
+    # gT = -sum g q v - G db/dT, db/dT = -sum e v / D, G / D = ratio / (2T).
+    gt[r] = (ratio * ev - gqv) / (2.0 * t)
+
+
+_prange = range
+_knots = _knots_py
+_derivatives = _derivatives_py
+_invert = _invert_py
+_anchor = _anchor_py
+_sides = _sides_py
+_xexp = _xexp_py
+_mask_target = _mask_target_py
+_rank_backward = _rank_backward_py
+_sort_backward = _sort_backward_py
+_mask_backward = _mask_backward_py
+# Rows are split into this many chunks, which the threads share.
+_CHUNKS = 64
+
+
+@functools.cache
+def _numba_kernels():
+    """The compiled kernels, or None when numba is not installed."""
+    global _prange, _knots, _derivatives, _invert, _anchor, _sides, _xexp, _mask_target
+    global _rank_backward, _sort_backward, _mask_backward
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, nogil=True)
+    # Helpers first: the kernels resolve these globals when they compile.
+    _knots, _derivatives, _invert = jit(_knots_py), jit(_derivatives_py), jit(_invert_py)
+    _anchor, _sides, _xexp = jit(_anchor_py), jit(_sides_py), jit(_xexp_py)
+    _mask_target = jit(_mask_target_py)
+    _rank_backward, _sort_backward = jit(_rank_backward_py), jit(_sort_backward_py)
+    _mask_backward = jit(_mask_backward_py)
+    _prange = numba.prange
+    parallel = numba.njit(parallel=True, cache=True, nogil=True)
+    return parallel(_forward_rows), parallel(_backward_rows)
+
+
+def numba_available() -> bool:
+    return _numba_kernels() is not None
+
+
+def _kernels():
+    return _numba_kernels() or (_forward_rows, _backward_rows)
+
+
+class _Layout:
+    """The common batch shape of ``y`` (with ``order``), ``t`` and ``k``; each as a
+    ``(rows or 1, ...)`` contiguous array with a row step (0: shared by all rows)."""
+
+    def __init__(self, y, order, t, k):
+        y, order, t = np.asarray(y), np.asarray(order), np.asarray(t)
+        k = np.zeros((), y.dtype) if k is None else np.asarray(k)
+        self.n = n = y.shape[-1]
+        self.batch = np.broadcast_shapes(y.shape[:-1], order.shape[:-1], t.shape, k.shape)
+        self.rows = math.prod(self.batch)
+        self.dtype = y.dtype
+        if order.shape != y.shape:
+            y, order = np.broadcast_arrays(y, order)
+        self.y, y_step = self._rows(y, y.shape[:-1], n)
+        self.order, _ = self._rows(order, order.shape[:-1], n)
+        self.t, t_step = self._rows(t, t.shape, None)
+        self.k, k_step = self._rows(k, k.shape, None)
+        self.steps = np.array([y_step, t_step, k_step], np.int64)
+
+    def _rows(self, a, batch, n):
+        if math.prod(batch) == 1:
+            return np.ascontiguousarray(a).reshape((1, n) if n else (1,)), 0
+        if tuple(batch) != tuple(self.batch):
+            a = np.broadcast_to(a, self.batch + ((n,) if n else ()))
+        return np.ascontiguousarray(a).reshape((self.rows, n) if n else (self.rows,)), 1
+
+    def full(self, a):
+        return np.ascontiguousarray(np.broadcast_to(a, self.batch + (self.n,))).reshape(self.rows, self.n)
+
+
+def forward(op: str, y, order, t, k=None):
+    """The ranks (caller's order), the sort (sorted order) or the top-k mask
+    (caller's order) of rows ``y`` sorted ascending by ``order``; ``k`` for the
+    mask only.  Shape ``(*batch, n)``, ``y``'s dtype."""
+    lay = _Layout(y, order, t, k)
+    out = np.empty((lay.rows, lay.n), lay.dtype)
+    _kernels()[0](lay.y, lay.order, lay.t, lay.k, lay.steps, _OP[op], out)
+    return out.reshape(lay.batch + (lay.n,))
+
+
+def backward(op: str, y, order, t, g, k=None):
+    """``(gx, gt)`` (and ``gk`` for the mask): the cotangents of the caller's row
+    ``x`` (shape ``(*batch, n)``, caller's order) and of ``t`` and ``k`` per row
+    (shape ``batch``; sum them to the inputs' shapes yourself), given the
+    cotangent ``g`` of ``forward(op, ...)`` (in the order it was returned in)."""
+    lay = _Layout(y, order, t, k)
+    gy = np.empty((lay.rows, lay.n), lay.dtype)
+    gt = np.empty(lay.rows, np.float64)
+    gk = np.empty(lay.rows, np.float64)
+    _kernels()[1](lay.y, lay.order, lay.t, lay.k, lay.full(np.asarray(g, lay.dtype)), lay.steps, _OP[op],
+                  gy, gt, gk)
+    grads = (gy.reshape(lay.batch + (lay.n,)), gt.astype(lay.dtype).reshape(lay.batch))
+    return grads + (gk.astype(lay.dtype).reshape(lay.batch),) if op == "mask" else grads
