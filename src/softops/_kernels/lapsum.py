@@ -51,11 +51,17 @@ pure Array API twin instead).  Shapes: ``y`` and ``order`` ``(*batch, n)``;
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 
 import numpy as np
 
-__all__ = ["OPS", "forward", "backward", "numba_available"]
+__all__ = ["OPS", "HAVE_NUMBA", "forward", "backward", "numba_available"]
+
+# Whether numba is installed, known without importing it (and so without
+# compiling anything): the methods pick the kernel or their twin by it, also
+# while torch.compile traces them.
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 OPS = ("rank", "sort", "mask")
 _OP = {name: i for i, name in enumerate(OPS)}
@@ -436,15 +442,18 @@ def forward(op: str, y, order, t, k=None):
 
 
 def backward(op: str, y, order, t, g, k=None):
-    """``(gx, gt)`` (and ``gk`` for the mask): the cotangents of the caller's row
+    """``(gx, gt, gk)`` (``gk`` is 0 but for the mask): the cotangents of the caller's row
     ``x`` (shape ``(*batch, n)``, caller's order) and of ``t`` and ``k`` per row
     (shape ``batch``; sum them to the inputs' shapes yourself), given the
     cotangent ``g`` of ``forward(op, ...)`` (in the order it was returned in)."""
     lay = _Layout(y, order, t, k)
     gy = np.empty((lay.rows, lay.n), lay.dtype)
     gt = np.empty(lay.rows, np.float64)
-    gk = np.empty(lay.rows, np.float64)
+    gk = np.zeros(lay.rows, np.float64)
     _kernels()[1](lay.y, lay.order, lay.t, lay.k, lay.full(np.asarray(g, lay.dtype)), lay.steps, _OP[op],
                   gy, gt, gk)
-    grads = (gy.reshape(lay.batch + (lay.n,)), gt.astype(lay.dtype).reshape(lay.batch))
-    return grads + (gk.astype(lay.dtype).reshape(lay.batch),) if op == "mask" else grads
+    return (
+        gy.reshape(lay.batch + (lay.n,)),
+        gt.astype(lay.dtype).reshape(lay.batch),
+        gk.astype(lay.dtype).reshape(lay.batch),
+    )
