@@ -106,57 +106,34 @@ def _derivatives_py(y, r, t, e, alpha, beta, da, db):
         db[j] = e[j] * db[j + 1] + de * beta[j + 1]
 
 
-def _invert_py(y, r, t, alpha, beta, target, m):
-    """``F(b) = target`` on gap ``m`` (between knots ``m - 1`` and ``m``) as
-    ``(kind, offset)``: ``b = anchor + T offset`` with the anchor knot ``m - 1``
-    (kind 0), knot ``m`` (kind 1) or their midpoint (kind 2)."""
-    n = y.shape[1]
-    d = target - m
-    edge = m == 0 or m == n
-    lc = 0.0
-    if m == 0:
-        la = 0.0
-        lb = math.log(beta[0])
-    elif m == n:
-        la = math.log(alpha[n - 1])
-        lb = 0.0
-    else:
-        la = math.log(alpha[m - 1])
-        lb = math.log(beta[m])
-        lc = la + lb - (np.float64(y[r, m]) - np.float64(y[r, m - 1])) / t
-    if edge or d * d > math.exp(lc):
-        ad = abs(d)
-        ratio = 0.0 if edge else math.exp(lc - 2.0 * math.log(ad))
-        log_d = math.log(ad) + math.log(1.0 + math.sqrt(1.0 + ratio))
-        if d >= 0:
-            return 1, log_d - lb
-        return 0, la - log_d
-    z = d * math.exp(min(-0.5 * lc, 80.0))
-    return 2, 0.5 * (la - lb) + math.log1p(z + z * z / (1.0 + math.sqrt(1.0 + z * z)))
+def _root_py(d, a, b, c, yl, yr):
+    """``F(b) = m + d`` on gap ``m`` (between knots ``m - 1`` and ``m``, the scalars
+    ``yl, yr``; the outer gaps have one knot) as ``(P, Q, anchor, offset)``:
+    ``b = anchor + T offset`` and ``P = a e^{-(b - y_{m-1})/T}``, ``Q = b e^{-(y_m -
+    b)/T}`` with ``a = alpha_{m-1}`` and ``b = beta_m`` (0 for a missing knot), the
+    roots of ``Q - P = 2 d``, ``P Q = c = alpha_{m-1} beta_m d_{m-1}``:
+    ``max(P, Q) = |d| + sqrt(d^2 + c)`` and the other one ``c / max``.  The anchor
+    is knot ``m`` for ``d >= 0`` (offset ``-log(beta_m / Q)``), else knot ``m - 1``
+    (offset ``log(alpha_{m-1} / P)``); for ``d = 0`` with ``c`` underflowing, the
+    midpoint with offset ``log(alpha_{m-1} / beta_m) / 2`` (and ``P = Q = 0``).
+    Scalars only: array arguments would make each call cost tens of ns."""
+    s = math.sqrt(d * d + c)
+    if d >= 0:
+        q = d + s
+        if q == 0.0:
+            return 0.0, 0.0, 0.5 * (yl + yr), 0.5 * (math.log(a) - math.log(b))
+        return c / q, q, yr, -math.log(b / q)
+    p = s - d
+    return p, c / p, yl, math.log(a / p)
 
 
-def _anchor_py(y, r, m, kind):
-    n = y.shape[1]
-    left = np.float64(y[r, max(m - 1, 0)])
-    right = np.float64(y[r, min(m, n - 1)])
-    if kind == 0:
-        return left
-    if kind == 1:
-        return right
-    return 0.5 * (left + right)
-
-
-def _sides_py(y, r, t, m, kind, offset):
-    """``(w_l, w_r) = ((b - y_{m-1}) / T, (y_m - b) / T)`` without cancellation."""
-    n = y.shape[1]
-    gap = 0.0
-    if 0 < m < n:
-        gap = (np.float64(y[r, m]) - np.float64(y[r, m - 1])) / t
-    if kind == 0:
-        return offset, gap - offset
-    if kind == 1:
-        return gap + offset, -offset
-    return 0.5 * gap + offset, 0.5 * gap - offset
+def _gap_py(y, yr, e, alpha, beta, target, m):
+    """``_root`` for ``target`` on gap ``m`` of row ``yr``."""
+    n = alpha.shape[0]
+    a = alpha[m - 1] if m > 0 else 0.0
+    b = beta[m] if m < n else 0.0
+    c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
+    return _root(target - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]), np.float64(y[yr, min(m, n - 1)]))
 
 
 def _xexp_py(x):
@@ -195,8 +172,12 @@ def _forward_rows(y, order, t, k, steps, op, out):
                 for j in range(n):
                     while m < n and rank[m] <= j + 1.0:
                         m += 1
-                    kind, offset = _invert(y, yr, tr, alpha, beta, j + 0.5, m)
-                    out[r, j] = _anchor(y, yr, m, kind) + tr * offset
+                    a = alpha[m - 1] if m > 0 else 0.0
+                    b = beta[m] if m < n else 0.0
+                    c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
+                    _, _, anchor, offset = _root(j + 0.5 - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]),
+                                                 np.float64(y[yr, min(m, n - 1)]))
+                    out[r, j] = anchor + tr * offset
             else:
                 inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
                 if not inside:
@@ -207,15 +188,14 @@ def _forward_rows(y, order, t, k, steps, op, out):
                 m = 0
                 while m < n and rank[m] - 0.5 <= target:
                     m += 1
-                kind, offset = _invert(y, yr, tr, alpha, beta, target, m)
-                anchor = _anchor(y, yr, m, kind)
+                _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
                 for j in range(n):
                     v = (np.float64(y[yr, j]) - anchor) / tr - offset
                     p = 0.5 * math.exp(-abs(v))
                     out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
 
 
-def _backward_rows(y, order, t, k, g, steps, op, gy, gt, gk):
+def _backward_rows(y, order, t, k, g, steps, op, need_t, gy, gt, gk):
     rows, n = gy.shape
     chunks = min(rows, _CHUNKS)
     for chunk in _prange(chunks):
@@ -233,17 +213,20 @@ def _backward_rows(y, order, t, k, g, steps, op, gy, gt, gk):
             tr = np.float64(t[r * steps[1]])
             _knots(y, yr, tr, e, alpha, beta, rank)
             if op == 0:
-                _derivatives(y, yr, tr, e, alpha, beta, da, db)
-                _rank_backward(g, r, order, yr, tr, e, alpha, beta, da, db, wl, gy, gt)
+                if need_t:
+                    _derivatives(y, yr, tr, e, alpha, beta, da, db)
+                _rank_backward(g, r, order, yr, tr, e, alpha, beta, da, db, need_t, wl, gy, gt)
             elif op == 1:
-                _derivatives(y, yr, tr, e, alpha, beta, da, db)
-                _sort_backward(y, g, r, order, yr, tr, e, alpha, beta, rank, da, db, wl, wr, gaps, gy, gt)
+                if need_t:
+                    _derivatives(y, yr, tr, e, alpha, beta, da, db)
+                _sort_backward(y, g, r, order, yr, tr, e, alpha, beta, rank, da, db, need_t, wl, wr, gaps, gy,
+                               gt)
             else:
-                _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), alpha, beta, rank,
+                _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
                                wl, gy, gt, gk)
 
 
-def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, acc, gy, gt):
+def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, need_t, acc, gy, gt):
     """``acc`` holds ``A_j``; ``B_j`` runs backwards alongside the output."""
     n = alpha.shape[0]
     a = 0.0
@@ -252,46 +235,47 @@ def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, acc, gy, gt):
         acc[j] = a
     b = 0.0
     total_t = 0.0
+    half = 0.5 / t
     for j in range(n - 1, -1, -1):
-        gj = np.float64(g[r, order[yr, j]])
+        oj = order[yr, j]
+        gj = np.float64(g[r, oj])
         b = gj + (e[j] * b if j < n - 1 else 0.0)
-        gy[r, order[yr, j]] = (gj * (alpha[j] + beta[j]) - acc[j] - b) / (2.0 * t)
-        total_t += gj * (db[j] - da[j])
-    gt[r] = total_t / (2.0 * t)
+        gy[r, oj] = (gj * (alpha[j] + beta[j]) - acc[j] - b) * half
+        if need_t:
+            total_t += gj * (db[j] - da[j])
+    gt[r] = total_t * half
 
 
-def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, el, er, gaps, gy, gt):
-    """``el_k, er_k = g_k e^{-w_l} / D_k, g_k e^{-w_r} / D_k`` (shifted by
-    ``min(w_l, w_r)``), then ``gy_i = P_i + Q_i``: ``P_i = sum_{m_k <= i} g_k
-    e^{-(y_i - s_k)/T} / D_k`` forwards and ``Q_i = sum_{m_k > i} ...`` backwards."""
+def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, need_t, el, er, gaps, gy, gt):
+    """With ``P_k, Q_k`` of ``_root``: ``e^{-w_l} = P_k / alpha_{m-1}``,
+    ``e^{-w_r} = Q_k / beta_m`` (``w_l = (s_k - y_{m-1})/T``, ``w_r = (y_m - s_k)/T``),
+    so ``D_k = P_k + Q_k`` and ``sum_i e^{-|u|} u = P_k (w_l + alpha'_{m-1} /
+    alpha_{m-1}) - Q_k (w_r + beta'_m / beta_m)``.  ``el_k, er_k = g_k e^{-w_l} /
+    D_k, g_k e^{-w_r} / D_k``; then ``gy_i = P_i + Q_i`` with ``P_i = sum_{m_k <= i}
+    g_k e^{-(y_i - s_k)/T} / D_k`` forwards and ``Q_i = sum_{m_k > i} ...`` backwards."""
     n = alpha.shape[0]
     m = 0
     total_t = 0.0
     for j in range(n):
         while m < n and rank[m] <= j + 1.0:
             m += 1
-        kind, offset = _invert(y, yr, t, alpha, beta, j + 0.5, m)
-        w_l, w_r = _sides(y, yr, t, m, kind, offset)
-        has_l = m > 0
-        has_r = m < n
-        shift = min(w_l, w_r) if has_l and has_r else (w_l if has_l else w_r)
-        sl = 0.0
-        sr = 0.0
-        dsum = 0.0
-        esum = 0.0
-        if has_l and w_l - shift <= _BIG:
-            sl = math.exp(shift - w_l)
-            dsum += sl * alpha[m - 1]
-            esum += sl * (w_l * alpha[m - 1] + da[m - 1])
-        if has_r and w_r - shift <= _BIG:
-            sr = math.exp(shift - w_r)
-            dsum += sr * beta[m]
-            esum -= sr * (w_r * beta[m] + db[m])
-        gj = np.float64(g[r, j])
-        el[j] = gj * sl / dsum
-        er[j] = gj * sr / dsum
+        a = alpha[m - 1] if m > 0 else 0.0
+        b = beta[m] if m < n else 0.0
+        c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
+        p, q, _, _ = _root(j + 0.5 - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]),
+                           np.float64(y[yr, min(m, n - 1)]))
+        gj = np.float64(g[r, j]) / (p + q)
+        el[j] = 0.0
+        er[j] = 0.0
+        if p > 0.0:
+            el[j] = gj * p / a
+            if need_t:
+                total_t += gj * p * (math.log(a) - math.log(p) + da[m - 1] / a)
+        if q > 0.0:
+            er[j] = gj * q / b
+            if need_t:
+                total_t -= gj * q * (math.log(b) - math.log(q) + db[m] / b)
         gaps[j] = m
-        total_t += gj * esum / dsum
     gt[r] = total_t
     # P_i forwards (k with m_k <= i reach y_i from the left: weight e^{-w_r} at y_{m_k}).
     p = 0.0
@@ -315,7 +299,7 @@ def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, el, e
         gy[r, order[yr, i]] += q
 
 
-def _mask_backward_py(y, g, r, order, yr, t, k, alpha, beta, rank, v, gy, gt, gk):
+def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, gy, gt, gk):
     n = alpha.shape[0]
     inside, target = _mask_target(n, k)
     if not inside:
@@ -327,8 +311,7 @@ def _mask_backward_py(y, g, r, order, yr, t, k, alpha, beta, rank, v, gy, gt, gk
     m = 0
     while m < n and rank[m] - 0.5 <= target:
         m += 1
-    kind, offset = _invert(y, yr, t, alpha, beta, target, m)
-    anchor = _anchor(y, yr, m, kind)
+    _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
     shift = np.inf
     for j in range(n):
         v[j] = (np.float64(y[yr, j]) - anchor) / t - offset
@@ -360,9 +343,8 @@ def _mask_backward_py(y, g, r, order, yr, t, k, alpha, beta, rank, v, gy, gt, gk
 _prange = range
 _knots = _knots_py
 _derivatives = _derivatives_py
-_invert = _invert_py
-_anchor = _anchor_py
-_sides = _sides_py
+_root = _root_py
+_gap = _gap_py
 _xexp = _xexp_py
 _mask_target = _mask_target_py
 _rank_backward = _rank_backward_py
@@ -375,7 +357,7 @@ _CHUNKS = 64
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _knots, _derivatives, _invert, _anchor, _sides, _xexp, _mask_target
+    global _prange, _knots, _derivatives, _root, _gap, _xexp, _mask_target
     global _rank_backward, _sort_backward, _mask_backward
     try:
         import numba
@@ -383,8 +365,10 @@ def _numba_kernels():
         return None
     jit = numba.njit(cache=True, nogil=True)
     # Helpers first: the kernels resolve these globals when they compile.
-    _knots, _derivatives, _invert = jit(_knots_py), jit(_derivatives_py), jit(_invert_py)
-    _anchor, _sides, _xexp = jit(_anchor_py), jit(_sides_py), jit(_xexp_py)
+    _knots, _derivatives = jit(_knots_py), jit(_derivatives_py)
+    _root = jit(_root_py)
+    _gap = jit(_gap_py)
+    _xexp = jit(_xexp_py)
     _mask_target = jit(_mask_target_py)
     _rank_backward, _sort_backward = jit(_rank_backward_py), jit(_sort_backward_py)
     _mask_backward = jit(_mask_backward_py)
@@ -441,17 +425,18 @@ def forward(op: str, y, order, t, k=None):
     return out.reshape(lay.batch + (lay.n,))
 
 
-def backward(op: str, y, order, t, g, k=None):
+def backward(op: str, y, order, t, g, k=None, need_t=True):
     """``(gx, gt, gk)`` (``gk`` is 0 but for the mask): the cotangents of the caller's row
     ``x`` (shape ``(*batch, n)``, caller's order) and of ``t`` and ``k`` per row
     (shape ``batch``; sum them to the inputs' shapes yourself), given the
-    cotangent ``g`` of ``forward(op, ...)`` (in the order it was returned in)."""
+    cotangent ``g`` of ``forward(op, ...)`` (in the order it was returned in).
+    ``need_t=False`` skips ``gt`` (returned as 0) where it costs extra work."""
     lay = _Layout(y, order, t, k)
     gy = np.empty((lay.rows, lay.n), lay.dtype)
     gt = np.empty(lay.rows, np.float64)
     gk = np.zeros(lay.rows, np.float64)
     _kernels()[1](lay.y, lay.order, lay.t, lay.k, lay.full(np.asarray(g, lay.dtype)), lay.steps, _OP[op],
-                  gy, gt, gk)
+                  bool(need_t), gy, gt, gk)
     return (
         gy.reshape(lay.batch + (lay.n,)),
         gt.astype(lay.dtype).reshape(lay.batch),
