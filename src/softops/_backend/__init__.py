@@ -103,7 +103,7 @@ class Backend(abc.ABC):
         """See ``softops._kernels.lapsum.forward``."""
         raise NotImplementedError
 
-    def lapsum_backward(self, op: str, y, order, t, g, k=None):
+    def lapsum_backward(self, op: str, y, order, t, g, k=None, need_t=True):
         """``(gx, gt, gk)``: see ``softops._kernels.lapsum.backward``."""
         raise NotImplementedError
 

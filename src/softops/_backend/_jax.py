@@ -103,10 +103,10 @@ class JaxBackend(Backend):
 
         return jax_ops.lapsum_forward(op, y, order, t, k)
 
-    def lapsum_backward(self, op, y, order, t, g, k=None):
+    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
         from softops._kernels import jax_ops
 
-        return jax_ops.lapsum_backward(op, y, order, t, g, k)
+        return jax_ops.lapsum_backward(op, y, order, t, g, k, need_t)
 
 
 JAX = JaxBackend()

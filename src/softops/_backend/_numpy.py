@@ -60,10 +60,10 @@ class NumpyBackend(Backend):
 
         return forward(op, y, order, t, k)
 
-    def lapsum_backward(self, op, y, order, t, g, k=None):
+    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
         from softops._kernels.lapsum import backward
 
-        return backward(op, y, order, t, g, k)
+        return backward(op, y, order, t, g, k, need_t)
 
 
 NUMPY = NumpyBackend()

@@ -131,10 +131,10 @@ class TorchBackend(Backend):
 
         return torch_ops.lapsum_forward(y, order, t, k, op)
 
-    def lapsum_backward(self, op, y, order, t, g, k=None):
+    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
         from softops._kernels import torch_ops
 
-        return torch_ops.lapsum_backward(y, order, t, g, k, op)
+        return torch_ops.lapsum_backward(y, order, t, g, k, op, need_t)
 
 
 TORCH = TorchBackend()

@@ -68,8 +68,8 @@ def _host_lapsum_forward(y, order, t, k=None, *, op):
     return lapsum.forward(op, _host(y), _host(order), _host(t), _host(k))
 
 
-def _host_lapsum_backward(y, order, t, g, k=None, *, op):
-    return lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k))
+def _host_lapsum_backward(y, order, t, g, k=None, *, op, need_t):
+    return lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k), need_t)
 
 
 def _lapsum_batch(y, t, k):
@@ -81,7 +81,7 @@ def lapsum_forward(op, y, order, t, k=None):
     return _callback(functools.partial(_host_lapsum_forward, op=op), shape, y, order, t, k)
 
 
-def lapsum_backward(op, y, order, t, g, k=None):
+def lapsum_backward(op, y, order, t, g, k=None, need_t=True):
     batch = _lapsum_batch(y, t, k)
     shapes = (jax.ShapeDtypeStruct((*batch, y.shape[-1]), y.dtype),) + (jax.ShapeDtypeStruct(batch, y.dtype),) * 2
-    return _callback(functools.partial(_host_lapsum_backward, op=op), shapes, y, order, t, g, k)
+    return _callback(functools.partial(_host_lapsum_backward, op=op, need_t=need_t), shapes, y, order, t, g, k)

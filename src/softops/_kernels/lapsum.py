@@ -35,11 +35,12 @@ Operations (``0``-based ``j``; outputs in the caller's order except the sort):
   with ``c = 2 T G / D = sum g_i e_i / sum e_i``, ``gk = c`` and
   ``gT = -sum_i g_i q_i v_i - G db/dT = (c sum e_i v_i - sum g_i e_i v_i) / (2T)``.
 
-Only bounded quantities are formed: every exponent is ``<= 0`` and the ratios
-``e / D`` are taken after shifting by the smallest exponent (``D`` may
-underflow when ``T`` is tiny against the gaps), and ``x e^{-x}`` is 0 beyond
-``x > 700``.  Sums run in float64 whatever the dtype.  Ties get equal ranks
-exactly (a tied knot copies its predecessor's rank).
+Only bounded quantities are formed: every exponent is ``<= 0``; the sort's
+``D_k`` is ``P_k + Q_k >= 1`` of ``_root`` (no exponential at all); the mask's
+``e_i / D`` is taken after shifting by the smallest ``|v_i|`` (``D`` may
+underflow when ``T`` is tiny against the gaps); terms ``e^{-a}`` with ``a >
+700`` are dropped.  Sums run in float64 whatever the dtype.  Tied knots get
+exactly equal ranks (a tied knot copies its predecessor's rank).
 
 ``forward`` / ``backward`` run the numba kernels (``@njit(parallel=True,
 cache=True, nogil=True)``, rows in parallel, compiled lazily); without numba
@@ -65,7 +66,7 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 OPS = ("rank", "sort", "mask")
 _OP = {name: i for i, name in enumerate(OPS)}
-_BIG = 700.0  # x e^{-x} is taken as 0 beyond this
+_BIG = 700.0  # terms e^{-a} with a beyond this are dropped
 
 
 # --- per-row helpers (njit-ed when numba is there) ----------------------------------
@@ -134,13 +135,6 @@ def _gap_py(y, yr, e, alpha, beta, target, m):
     b = beta[m] if m < n else 0.0
     c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
     return _root(target - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]), np.float64(y[yr, min(m, n - 1)]))
-
-
-def _xexp_py(x):
-    """``x e^{-|x|}``, 0 far out (no ``inf * 0``)."""
-    if abs(x) > _BIG:
-        return 0.0
-    return x * math.exp(-abs(x))
 
 
 def _mask_target_py(n, k):
@@ -223,7 +217,7 @@ def _backward_rows(y, order, t, k, g, steps, op, need_t, gy, gt, gk):
                                gt)
             else:
                 _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
-                               wl, gy, gt, gk)
+                               wl, wr, gy, gt, gk)
 
 
 def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, need_t, acc, gy, gt):
@@ -299,7 +293,7 @@ def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, need_
         gy[r, order[yr, i]] += q
 
 
-def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, gy, gt, gk):
+def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy, gt, gk):
     n = alpha.shape[0]
     inside, target = _mask_target(n, k)
     if not inside:
@@ -316,28 +310,31 @@ def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, gy, gt,
     for j in range(n):
         v[j] = (np.float64(y[yr, j]) - anchor) / t - offset
         shift = min(shift, abs(v[j]))
-    # 2 T G / D = sum g_j e_j / sum e_j, shifted by the smallest |v_j|.
+    # e_j = e^{-shift} eh_j with eh_j = e^{shift - |v_j|} (shift = min |v_j|: D
+    # may underflow); c = 2 T G / D = sum g_j eh_j / sum eh_j.
+    es = math.exp(-shift)
     dh = 0.0
     gh = 0.0
-    ev = 0.0  # sum e_j v_j
-    gqv = 0.0  # sum g_j e_j v_j
+    ev = 0.0  # sum eh_j v_j
+    gev = 0.0  # sum g_j eh_j v_j
     for j in range(n):
         gj = np.float64(g[r, order[yr, j]])
         a = abs(v[j]) - shift
-        if a <= _BIG:
-            eh = math.exp(-a)
+        eh = math.exp(-a) if a <= _BIG else 0.0
+        ex[j] = eh
+        if eh > 0.0:
             dh += eh
             gh += gj * eh
-        xe = _xexp(v[j])
-        ev += xe
-        gqv += gj * xe
+            ev += eh * v[j]
+            gev += gj * eh * v[j]
     ratio = gh / dh
+    scale = es / (2.0 * t)
     for j in range(n):
-        gj = np.float64(g[r, order[yr, j]])
-        gy[r, order[yr, j]] = (gj - ratio) * math.exp(-abs(v[j])) / (2.0 * t)
+        oj = order[yr, j]
+        gy[r, oj] = (np.float64(g[r, oj]) - ratio) * ex[j] * scale
     gk[r] = ratio
-    # gT = -sum g q v - G db/dT, db/dT = -sum e v / D, G / D = ratio / (2T).
-    gt[r] = (ratio * ev - gqv) / (2.0 * t)
+    # gT = -sum g q v - G db/dT with db/dT = -sum e v / D and G / D = c / (2T).
+    gt[r] = (ratio * ev - gev) * scale
 
 
 _prange = range
@@ -345,7 +342,6 @@ _knots = _knots_py
 _derivatives = _derivatives_py
 _root = _root_py
 _gap = _gap_py
-_xexp = _xexp_py
 _mask_target = _mask_target_py
 _rank_backward = _rank_backward_py
 _sort_backward = _sort_backward_py
@@ -357,7 +353,7 @@ _CHUNKS = 64
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _knots, _derivatives, _root, _gap, _xexp, _mask_target
+    global _prange, _knots, _derivatives, _root, _gap, _mask_target
     global _rank_backward, _sort_backward, _mask_backward
     try:
         import numba
@@ -368,7 +364,6 @@ def _numba_kernels():
     _knots, _derivatives = jit(_knots_py), jit(_derivatives_py)
     _root = jit(_root_py)
     _gap = jit(_gap_py)
-    _xexp = jit(_xexp_py)
     _mask_target = jit(_mask_target_py)
     _rank_backward, _sort_backward = jit(_rank_backward_py), jit(_sort_backward_py)
     _mask_backward = jit(_mask_backward_py)

@@ -169,13 +169,13 @@ def _(y, order, t, k, op):
 
 @torch.library.custom_op("softops::lapsum_backward", mutates_args=())
 def lapsum_backward(y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, g: torch.Tensor,
-                    k: Optional[torch.Tensor], op: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k))
+                    k: Optional[torch.Tensor], op: str, need_t: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grads = lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k), need_t)
     return tuple(torch.from_numpy(a) for a in grads)
 
 
 @lapsum_backward.register_fake
-def _(y, order, t, g, k, op):
+def _(y, order, t, g, k, op, need_t):
     batch = _lapsum_batch(y, t, k)
     return y.new_empty((*batch, y.shape[-1])), y.new_empty(batch), y.new_empty(batch)
 
@@ -190,7 +190,7 @@ def _lapsum_backward(ctx, grad):
     # Only reached when torch.func.vmap re-enters the op with autograd active
     # (see isotonic_forward): the cotangent of the sorted y is gx gathered by order.
     y, order, t, k = ctx.saved_tensors
-    gx, gt, gk = lapsum_backward(y, order, t, grad.contiguous(), k, ctx.op)
+    gx, gt, gk = lapsum_backward(y, order, t, grad.contiguous(), k, ctx.op, ctx.needs_input_grad[2])
     return (
         gx.gather(-1, order.expand_as(gx)).sum_to_size(y.shape),
         None,
@@ -208,9 +208,9 @@ def _lapsum_vmap_forward(info, in_dims, y, order, t, k, op):
     return lapsum_forward(y, order, t, k, op), 0
 
 
-def _lapsum_vmap_backward(info, in_dims, y, order, t, g, k, op):
+def _lapsum_vmap_backward(info, in_dims, y, order, t, g, k, op, need_t):
     y, order, t, g, k = _batch_first((y, order, t, g, k), in_dims[:5])
-    return lapsum_backward(y, order, t, g, k, op), (0, 0, 0)
+    return lapsum_backward(y, order, t, g, k, op, need_t), (0, 0, 0)
 
 
 torch.library.register_vmap("softops::lapsum_forward", _lapsum_vmap_forward)

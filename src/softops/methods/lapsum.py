@@ -305,17 +305,25 @@ def _kernel_fwd(op):
     return fwd
 
 
-def _kernel_bwd(op):
+def _kernel_bwd(op, need_t):
     def bwd(xp, out, residuals, g):
         y, order, t, *k = residuals
-        gx, gt, gk = backend_of(y).lapsum_backward(op, y, order, t, g, *k)
+        gx, gt, gk = backend_of(y).lapsum_backward(op, y, order, t, g, *(k or [None]), need_t=need_t)
         grads = (gx, _sum_to(xp, gt, t.shape))
         return grads + (_sum_to(xp, gk, k[0].shape),) if k else grads
 
     return bwd
 
 
-_KERNEL_OPS = {op: (_kernel_fwd(op), _kernel_bwd(op)) for op in ("rank", "sort", "mask")}
+# Per operation and whether the temperature can need a gradient (a Python float
+# cannot: its cotangent, 0, is then not computed).
+_KERNEL_OPS = {
+    (op, need_t): (_kernel_fwd(op), _kernel_bwd(op, need_t)) for op in ("rank", "sort", "mask") for need_t in (False, True)
+}
+
+
+def _kernel_op(backend: Backend, op: str, temperature):
+    return backend.custom_vjp(*_KERNEL_OPS[op, not isinstance(temperature, float)])
 
 
 def _per_row(backend: Backend, x, a):
@@ -335,17 +343,17 @@ def _per_row(backend: Backend, x, a):
 
 def kernel_rank_rows(backend: Backend, x, temperature, descending: bool):
     """``rank_rows`` by the kernel (``descending``: the ranks of ``-x``)."""
-    op = backend.custom_vjp(*_KERNEL_OPS["rank"])
+    op = _kernel_op(backend, "rank", temperature)
     return op(-x if descending else x, _per_row(backend, x, temperature))
 
 
 def kernel_sort_rows(backend: Backend, x, temperature, descending: bool):
     """``sort_rows`` by the kernel."""
-    s = backend.custom_vjp(*_KERNEL_OPS["sort"])(x, _per_row(backend, x, temperature))
+    s = _kernel_op(backend, "sort", temperature)(x, _per_row(backend, x, temperature))
     return backend.xp.flip(s, axis=-1) if descending else s
 
 
 def kernel_topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
     """``topk_mask_rows`` by the kernel (smallest: the largest of ``-x``)."""
-    op = backend.custom_vjp(*_KERNEL_OPS["mask"])
+    op = _kernel_op(backend, "mask", temperature)
     return op(x if largest else -x, _per_row(backend, x, temperature), _per_row(backend, x, k))
