@@ -368,11 +368,12 @@ KERNEL_ROWS = st.sampled_from([1, 2, 3, 8, 17]).flatmap(
 
 @needs_numba
 @settings(max_examples=20)
-@given(x=KERNEL_ROWS, t=st.sampled_from([1e-3, 0.05, 0.7, 20.0]), frac=st.floats(0.0, 1.0),
-       op=st.sampled_from(sorted(KERNEL)))
+@given(x=KERNEL_ROWS, t=st.sampled_from([1e-3, 0.05, 0.7, 20.0]),
+       frac=st.sampled_from([0.0, 0.13, 0.37, 0.71, 1.0]), op=st.sampled_from(sorted(KERNEL)))
 def test_kernel_matches_twin(diff_backend, x, t, frac, op):
+    # No integer k inside (0, n): see test_kernel_mask_mid_gap.
     n = x.shape[-1]
-    k = np.array([frac * n, 0.5 * n, min(n - 0.3, 1.3)])
+    k = np.array([frac * n, 0.5 * n + 0.25, min(n - 0.3, 1.3)])
     cot = np.cos(np.arange(x.size) * 1.7).reshape(x.shape)
     b = backend_of(diff_backend.asarray(x))
     want, want_g = _value_and_grads(diff_backend, lambda a, tt, kk: TWIN[op](b, a, tt, kk), x, np.array(t), k, cot)
@@ -382,6 +383,23 @@ def test_kernel_matches_twin(diff_backend, x, t, frac, op):
     for name, g, w in zip(("x", "T", "k"), got_g, want_g):
         tol = 1e-8 * (1 + np.abs(w).max())
         np.testing.assert_allclose(g, w, rtol=1e-7, atol=tol, err_msg=name)
+
+
+@needs_numba
+def test_kernel_mask_mid_gap(diff_backend):
+    """k = 1 of x = (0, 1) at T = 1e-3: F(b) = 1 puts b mid-gap, where F is flat
+    to within e^{-500}; p = (0, 1) and, b being equally far from both values,
+    dp_i/dk = 1/2 each (the mean of the one-sided derivatives (1, 0) and
+    (0, 1)).  The kernel gets it; the twin's autodiff underflows to 0 (which is
+    why test_kernel_matches_twin avoids integer k)."""
+    x = np.array([[0.0, 1.0]])
+    cot = np.array([[0.3, -0.9]])
+    b = backend_of(diff_backend.asarray(x))
+    p, (gx, gt, gk) = _value_and_grads(diff_backend, lambda a, tt, kk: KERNEL["mask"](b, a, tt, kk),
+                                       x, np.array(1e-3), np.array([1.0]), cot)
+    np.testing.assert_allclose(p, [[0.0, 1.0]], atol=1e-200)
+    np.testing.assert_allclose(gk, [-0.3], rtol=1e-12)
+    assert np.all(np.isfinite(gx)) and np.isfinite(gt)
 
 
 @needs_numba
@@ -470,3 +488,14 @@ def test_half_precision_mask(diff_backend, dtype):
     g = diff_backend.vjp(lambda a: softops.soft_topk_mask(a, 5.5, method="lapsum", temperature=0.05),
                          HOSTILE[0] / 1e2, np.ones(HOSTILE[0].shape), dtype)
     assert np.all(np.isfinite(g))
+
+
+def test_without_numba_the_twin_runs(backend, rng, monkeypatch):
+    """``HAVE_NUMBA = False`` (numba missing) routes every backend to the twin."""
+    x = backend.asarray(rng.normal(size=(3, 12)))
+    kernel = [backend.to_numpy(f(backend_of(x), x, 0.3, 4.5)) for f in KERNEL.values()]
+    monkeypatch.setattr(lapsum_kernel, "HAVE_NUMBA", False)
+    assert not backend_of(x).lapsum_kernel(x)
+    twin = [backend.to_numpy(f(backend_of(x), x, 0.3, 4.5)) for f in KERNEL.values()]
+    for a, b in zip(kernel, twin):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
