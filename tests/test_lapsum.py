@@ -499,3 +499,23 @@ def test_without_numba_the_twin_runs(backend, rng, monkeypatch):
     twin = [backend.to_numpy(f(backend_of(x), x, 0.3, 4.5)) for f in KERNEL.values()]
     for a, b in zip(kernel, twin):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_kernel_dtypes(dtype, rng):
+    """The kernel takes any float dtype and answers in it (float16 computed in
+    float32), within that dtype's rounding of the float64 result."""
+    x = rng.normal(size=(2, 30))
+    order = np.argsort(x, -1)
+    t, k = np.array([0.3]), np.array([7.5])
+    for op in ("rank", "sort", "mask"):
+        kk = k if op == "mask" else None
+        want = lapsum_kernel.forward(op, np.take_along_axis(x, order, -1), order, t, kk)
+        xd = x.astype(dtype)
+        order_d = np.argsort(xd, -1)
+        got = lapsum_kernel.forward(op, np.take_along_axis(xd, order_d, -1), order_d, t.astype(dtype),
+                                    None if kk is None else kk.astype(dtype))
+        assert got.dtype == np.dtype(dtype)
+        eps = float(np.finfo(dtype).eps)
+        np.testing.assert_allclose(got, want, atol=40 * eps * (1 + np.abs(want).max()))

@@ -1,11 +1,12 @@
-"""The isotonic kernels for JAX, through ``jax.pure_callback``.
+"""The isotonic and LapSum kernels for JAX, through ``jax.pure_callback``.
 
 On CPU the callback receives host buffers with no copy and runs the numba kernel;
 ``vmap_method="expand_dims"`` batches it by adding a leading size-1 dimension to
 unbatched arguments, which the kernel broadcasts.  Under ``jax.jit`` the
 callback is one opaque node.  On an accelerator the same callback costs a
 device-host round trip; that is where a device kernel (Pallas / Triton) would
-plug in.  Arguments as in ``softops._kernels.isotonic``.
+plug in.  Arguments as in ``softops._kernels.isotonic`` and
+``softops._kernels.lapsum`` (LapSum calls its callbacks on CPU only).
 """
 
 from __future__ import annotations

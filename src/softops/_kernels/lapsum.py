@@ -19,13 +19,15 @@ Operations (``0``-based ``j``; outputs in the caller's order except the sort):
   ``B_j = sum_{i >= j} g_i e^{-(y_i-y_j)/T}`` (the same recurrences):
   ``gy_j = (g_j (alpha_j + beta_j) - A_j - B_j) / (2T)`` and, since
   ``dr_j/dT = (beta'_j - alpha'_j) / (2T)``, ``gT = sum_j g_j dr_j/dT``.
-* sort: ``s_k = F^{-1}(k + 1/2)`` (``k = 0..n-1``) by the closed-form inversion
-  of ``softops.methods.lapsum._Knots.invert`` on the gap ``m_k = #{j : r_j <= k
-  + 1}`` (a sweep: targets and ranks both increase).  Backward by the implicit
-  function theorem: ``ds_k/dy_i = e^{-|s_k - y_i|/T} / D_k`` with ``D_k = sum_i
-  e^{-|s_k - y_i|/T}``, and ``ds_k/dT = sum_i e^{-|u|} u / D_k`` with ``u = (s_k
-  - y_i)/T``.  ``D_k`` and that sum are read off ``alpha, alpha'`` at knot
-  ``m_k - 1`` and ``beta, beta'`` at knot ``m_k``; ``gy_i = sum_k (g_k / D_k)
+* sort: ``s_k = F^{-1}(k + 1/2)`` (``k = 0..n-1``) on the gap ``m_k = #{j : r_j
+  <= k + 1}`` (a sweep: targets and ranks both increase), in closed form: on
+  that gap ``P = alpha_{m-1} e^{-(b - y_{m-1})/T}`` and ``Q = beta_m e^{-(y_m -
+  b)/T}`` satisfy ``Q - P = 2 (target - m)`` and ``P Q = alpha_{m-1} beta_m
+  d_{m-1}`` (the quadratic of ``softops.methods.lapsum``; see ``_root``).
+  Backward by the implicit function theorem: ``ds_k/dy_i = e^{-|s_k - y_i|/T} /
+  D_k`` with ``D_k = sum_i e^{-|s_k - y_i|/T} = P + Q``, and ``ds_k/dT = sum_i
+  e^{-|u|} u / D_k`` with ``u = (s_k - y_i)/T``, read off ``alpha'`` at knot
+  ``m_k - 1`` and ``beta'`` at knot ``m_k``; ``gy_i = sum_k (g_k / D_k)
   e^{-|s_k - y_i|/T}`` splits into the ``k`` with ``m_k <= i`` and those with
   ``m_k > i`` and is two more recurrences over ``i``.
 * mask (largest): ``p_i = sigma((y_i - b)/T)`` with ``F(b) = n - k``; ``p = 1``
@@ -46,7 +48,8 @@ exactly equal ranks (a tied knot copies its predecessor's rank).
 cache=True, nogil=True)``, rows in parallel, compiled lazily); without numba
 they run the same functions as plain Python (slow: the methods module uses its
 pure Array API twin instead).  Shapes: ``y`` and ``order`` ``(*batch, n)``;
-``t`` and ``k`` with as many axes as ``batch``, broadcasting against it.
+``t`` and ``k`` with as many axes as ``batch``, broadcasting against it.  Any
+float dtype: half precision is computed in float32 (numba has no float16).
 """
 
 from __future__ import annotations
@@ -359,7 +362,7 @@ def _numba_kernels():
         import numba
     except ImportError:
         return None
-    jit = numba.njit(cache=True, nogil=True)
+    jit = numba.njit(cache=True, nogil=True, inline="always")
     # Helpers first: the kernels resolve these globals when they compile.
     _knots, _derivatives = jit(_knots_py), jit(_derivatives_py)
     _root = jit(_root_py)
@@ -390,7 +393,10 @@ class _Layout:
         self.n = n = y.shape[-1]
         self.batch = np.broadcast_shapes(y.shape[:-1], order.shape[:-1], t.shape, k.shape)
         self.rows = math.prod(self.batch)
+        # Results come back in y's dtype; numba computes in float32 or float64.
         self.dtype = y.dtype
+        self.work = y.dtype if y.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        y, t, k = (a.astype(self.work, copy=False) for a in (y, t, k))
         if order.shape != y.shape:
             y, order = np.broadcast_arrays(y, order)
         self.y, y_step = self._rows(y, y.shape[:-1], n)
@@ -415,9 +421,9 @@ def forward(op: str, y, order, t, k=None):
     (caller's order) of rows ``y`` sorted ascending by ``order``; ``k`` for the
     mask only.  Shape ``(*batch, n)``, ``y``'s dtype."""
     lay = _Layout(y, order, t, k)
-    out = np.empty((lay.rows, lay.n), lay.dtype)
+    out = np.empty((lay.rows, lay.n), lay.work)
     _kernels()[0](lay.y, lay.order, lay.t, lay.k, lay.steps, _OP[op], out)
-    return out.reshape(lay.batch + (lay.n,))
+    return out.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,))
 
 
 def backward(op: str, y, order, t, g, k=None, need_t=True):
@@ -427,13 +433,13 @@ def backward(op: str, y, order, t, g, k=None, need_t=True):
     cotangent ``g`` of ``forward(op, ...)`` (in the order it was returned in).
     ``need_t=False`` skips ``gt`` (returned as 0) where it costs extra work."""
     lay = _Layout(y, order, t, k)
-    gy = np.empty((lay.rows, lay.n), lay.dtype)
+    gy = np.empty((lay.rows, lay.n), lay.work)
     gt = np.empty(lay.rows, np.float64)
     gk = np.zeros(lay.rows, np.float64)
-    _kernels()[1](lay.y, lay.order, lay.t, lay.k, lay.full(np.asarray(g, lay.dtype)), lay.steps, _OP[op],
+    _kernels()[1](lay.y, lay.order, lay.t, lay.k, lay.full(np.asarray(g).astype(lay.work, copy=False)), lay.steps, _OP[op],
                   bool(need_t), gy, gt, gk)
     return (
-        gy.reshape(lay.batch + (lay.n,)),
+        gy.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)),
         gt.astype(lay.dtype).reshape(lay.batch),
         gk.astype(lay.dtype).reshape(lay.batch),
     )

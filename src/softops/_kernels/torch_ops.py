@@ -1,4 +1,4 @@
-"""The isotonic kernels as PyTorch custom operators.
+"""The isotonic and LapSum kernels as PyTorch custom operators.
 
 ``torch.library.custom_op`` makes the numba call opaque to ``torch.compile``
 (dynamo never traces into it; ``register_fake`` gives it shapes) and
@@ -12,7 +12,9 @@ O(n^3) memory and is only an oracle.
 
 The arguments are those of ``softops._kernels.isotonic.forward_numpy`` /
 ``backward_numpy``; ``unsort`` is ``""`` for none, and cotangents that are not
-needed come back as empty tensors.
+needed come back as empty tensors.  The LapSum operators take the arguments of
+``softops._kernels.lapsum.forward`` / ``backward`` and run on CPU tensors only
+(LapSum uses its vectorised twin on accelerators, with no host round trip).
 """
 
 from __future__ import annotations
@@ -168,8 +170,10 @@ def _(y, order, t, k, op):
 
 
 @torch.library.custom_op("softops::lapsum_backward", mutates_args=())
-def lapsum_backward(y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, g: torch.Tensor,
-                    k: Optional[torch.Tensor], op: str, need_t: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def lapsum_backward(
+    y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, g: torch.Tensor, k: Optional[torch.Tensor],
+    op: str, need_t: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grads = lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k), need_t)
     return tuple(torch.from_numpy(a) for a in grads)
 

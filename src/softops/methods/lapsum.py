@@ -318,7 +318,9 @@ def _kernel_bwd(op, need_t):
 # Per operation and whether the temperature can need a gradient (a Python float
 # cannot: its cotangent, 0, is then not computed).
 _KERNEL_OPS = {
-    (op, need_t): (_kernel_fwd(op), _kernel_bwd(op, need_t)) for op in ("rank", "sort", "mask") for need_t in (False, True)
+    (op, need_t): (_kernel_fwd(op), _kernel_bwd(op, need_t))
+    for op in ("rank", "sort", "mask")
+    for need_t in (False, True)
 }
 
 
