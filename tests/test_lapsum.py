@@ -317,3 +317,205 @@ def _mask(x, top):
     mask = np.zeros_like(x)
     np.put_along_axis(mask, top, 1.0, axis=-1)
     return mask
+
+
+# --- the numba kernel against its vectorised twin -------------------------------------
+# On CPU the methods run softops._kernels.lapsum (hand-written backward); the
+# module-level rank_rows / sort_rows / topk_mask_rows are the twin (autodiff).
+
+from softops._kernels import lapsum as lapsum_kernel  # noqa: E402
+from softops.methods import lapsum as lapsum_module  # noqa: E402
+
+needs_numba = pytest.mark.skipif(not lapsum_kernel.HAVE_NUMBA, reason="numba is not installed")
+
+KERNEL = {
+    "rank": lambda b, x, t, k: LAPSUM.rank_rows(b, x, t, False),
+    "rank_desc": lambda b, x, t, k: LAPSUM.rank_rows(b, x, t, True),
+    "sort": lambda b, x, t, k: LAPSUM.sort_rows(b, x, t, False),
+    "sort_desc": lambda b, x, t, k: LAPSUM.sort_rows(b, x, t, True),
+    "mask": lambda b, x, t, k: LAPSUM.topk_mask_rows(b, x, k, t, True),
+    "mask_small": lambda b, x, t, k: LAPSUM.topk_mask_rows(b, x, k, t, False),
+}
+TWIN = {
+    "rank": lambda b, x, t, k: lapsum_module.rank_rows(b, x, t, False),
+    "rank_desc": lambda b, x, t, k: lapsum_module.rank_rows(b, x, t, True),
+    "sort": lambda b, x, t, k: lapsum_module.sort_rows(b, x, t, False),
+    "sort_desc": lambda b, x, t, k: lapsum_module.sort_rows(b, x, t, True),
+    "mask": lambda b, x, t, k: lapsum_module.topk_mask_rows(b, x, k, t, True),
+    "mask_small": lambda b, x, t, k: lapsum_module.topk_mask_rows(b, x, k, t, False),
+}
+
+
+def _value_and_grads(harness, f, x, t, k, cot):
+    """``f(x, t, k)`` and the gradients of ``sum(f * cot)`` for x, t (0-d) and k
+    (per row), as NumPy float64."""
+    if harness.name == "torch":
+        torch = harness.torch
+        args = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, t, k)]
+        out = f(*args)
+        grads = torch.autograd.grad((out * torch.as_tensor(cot)).sum(), args, allow_unused=True)
+        grads = [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(args, grads)]
+        return out.detach().numpy(), grads
+    jax, jnp = harness.jax, harness.xp
+    out, pullback = jax.vjp(f, *(jnp.asarray(a, dtype=jnp.float64) for a in (x, t, k)))
+    return np.asarray(out), [np.asarray(g) for g in pullback(jnp.asarray(cot))]
+
+
+KERNEL_ROWS = st.sampled_from([1, 2, 3, 8, 17]).flatmap(
+    lambda n: arrays(np.float64, (3, n), elements=st.floats(-50, 50).map(lambda v: round(v, 1)))
+)
+
+
+@needs_numba
+@settings(max_examples=20)
+@given(x=KERNEL_ROWS, t=st.sampled_from([1e-3, 0.05, 0.7, 20.0]),
+       frac=st.sampled_from([0.0, 0.13, 0.37, 0.71, 1.0]), op=st.sampled_from(sorted(KERNEL)))
+def test_kernel_matches_twin(diff_backend, x, t, frac, op):
+    # No integer k inside (0, n): see test_kernel_mask_mid_gap.
+    n = x.shape[-1]
+    k = np.array([frac * n, 0.5 * n + 0.25, min(n - 0.3, 1.3)])
+    cot = np.cos(np.arange(x.size) * 1.7).reshape(x.shape)
+    b = backend_of(diff_backend.asarray(x))
+    want, want_g = _value_and_grads(diff_backend, lambda a, tt, kk: TWIN[op](b, a, tt, kk), x, np.array(t), k, cot)
+    got, got_g = _value_and_grads(diff_backend, lambda a, tt, kk: KERNEL[op](b, a, tt, kk), x, np.array(t), k, cot)
+    scale = 1 + np.abs(x).max()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * scale)
+    for name, g, w in zip(("x", "T", "k"), got_g, want_g):
+        tol = 1e-8 * (1 + np.abs(w).max())
+        np.testing.assert_allclose(g, w, rtol=1e-7, atol=tol, err_msg=name)
+
+
+@needs_numba
+def test_kernel_mask_mid_gap(diff_backend):
+    """k = 1 of x = (0, 1) at T = 1e-3: F(b) = 1 puts b mid-gap, where F is flat
+    to within e^{-500}; p = (0, 1) and, b being equally far from both values,
+    dp_i/dk = 1/2 each (the mean of the one-sided derivatives (1, 0) and
+    (0, 1)).  The kernel gets it; the twin's autodiff underflows to 0 (which is
+    why test_kernel_matches_twin avoids integer k)."""
+    x = np.array([[0.0, 1.0]])
+    cot = np.array([[0.3, -0.9]])
+    b = backend_of(diff_backend.asarray(x))
+    p, (gx, gt, gk) = _value_and_grads(diff_backend, lambda a, tt, kk: KERNEL["mask"](b, a, tt, kk),
+                                       x, np.array(1e-3), np.array([1.0]), cot)
+    np.testing.assert_allclose(p, [[0.0, 1.0]], atol=1e-200)
+    np.testing.assert_allclose(gk, [-0.3], rtol=1e-12)
+    assert np.all(np.isfinite(gx)) and np.isfinite(gt)
+
+
+@needs_numba
+def test_kernel_numpy_matches_twin(rng):
+    x = np.concatenate([rng.normal(size=(2, 40)), np.round(rng.normal(size=(2, 40)), 1) * 1e4])
+    b = backend_of(x)
+    for t in (1e-4, 0.3, 1e3):
+        for op in KERNEL:
+            k = np.array([3.5, 20.0, 39.9, 0.2])
+            np.testing.assert_allclose(KERNEL[op](b, x, t, k), TWIN[op](b, x, t, k), rtol=1e-9, atol=1e-9 * 1e4)
+
+
+@needs_numba
+def test_kernel_per_row_temperature_and_k(diff_backend, rng):
+    """A per-row temperature (shape (batch, 1), as Relative makes) and per-row k."""
+    x = rng.normal(size=(4, 9))
+    t = np.array([[0.1], [0.5], [2.0], [1e-3]])
+    k = np.array([1.5, 4.0, 8.9, 3.0])
+    cot = rng.normal(size=x.shape)
+    b = backend_of(diff_backend.asarray(x))
+    for op in ("rank", "sort", "mask"):
+        want, want_g = _value_and_grads(diff_backend, lambda a, tt, kk: TWIN[op](b, a, tt, kk), x, t, k, cot)
+        got, got_g = _value_and_grads(diff_backend, lambda a, tt, kk: KERNEL[op](b, a, tt, kk), x, t, k, cot)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        for g, w in zip(got_g, want_g):
+            np.testing.assert_allclose(g, w, rtol=1e-7, atol=1e-9)
+
+
+@needs_numba
+@pytest.mark.parametrize("op", ["rank", "sort", "mask"])
+def test_kernel_gradients_match_finite_differences(op, rng):
+    """The kernel's own backward (NumPy level) against central differences of its
+    forward: x, T and k, rows without ties (the Laplace density has a kink)."""
+    x = rng.normal(size=(3, 10))
+    k = np.array([2.5, 7.0, 9.5])
+    t = np.array([0.4])
+    g = rng.normal(size=x.shape)
+
+    def forward(xx, tt, kk):
+        order = np.argsort(xx, -1)
+        y = np.take_along_axis(xx, order, -1)
+        return lapsum_kernel.forward(op, y, order, tt, kk if op == "mask" else None)
+
+    order = np.argsort(x, -1)
+    gx, gt, gk = lapsum_kernel.backward(op, np.take_along_axis(x, order, -1), order, t, g,
+                                        k if op == "mask" else None)
+    np.testing.assert_allclose(gx, finite_difference_vjp(lambda a: forward(a, t, k), x, g), rtol=1e-6, atol=1e-8)
+    fd_t = finite_difference_vjp(lambda a: forward(x, a, k), t, g)
+    np.testing.assert_allclose(gt.sum(), fd_t[0], rtol=1e-6, atol=1e-8)
+    if op == "mask":
+        fd_k = finite_difference_vjp(lambda a: forward(x, t, a), k, g)
+        np.testing.assert_allclose(gk, fd_k, rtol=1e-6, atol=1e-8)
+
+
+@needs_numba
+@pytest.mark.parametrize("t", [1e-300, 1e-6, 1.0, 1e6])
+def test_kernel_hostile(t):
+    """1e4-scaled rows, ties, a constant row, n = 1 and 2, an integer k that puts
+    b mid-gap (the sums D underflow for tiny T): finite values and gradients."""
+    rows = [
+        np.random.default_rng(1).normal(size=(2, 16)) * 1e4,
+        np.repeat([[1.0, 1.0, 2.0, 2.0]], 4, axis=0).reshape(1, 16),
+        np.full((1, 16), 3.5),
+        np.arange(16.0)[None] * 1e4,
+    ]
+    for x in (np.concatenate(rows), np.array([[4.2]]), np.array([[0.0, 1e4]])):
+        n = x.shape[-1]
+        order = np.argsort(x, -1)
+        y = np.take_along_axis(x, order, -1)
+        for op, k in (("rank", None), ("sort", None), ("mask", np.array(0.4 * n)), ("mask", np.array(n // 2 + 0.0))):
+            out = lapsum_kernel.forward(op, y, order, np.array([t]), k)
+            grads = lapsum_kernel.backward(op, y, order, np.array([t]), np.cos(np.arange(x.size)).reshape(x.shape), k)
+            assert np.all(np.isfinite(out)), (op, t, x)
+            for g in grads:
+                assert np.all(np.isfinite(g)), (op, t, x)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_mask(diff_backend, dtype):
+    x = diff_backend.asarray(HOSTILE[0] / 1e2, dtype)
+    m = softops.soft_topk_mask(x, 5.5, method="lapsum", temperature=0.05)
+    assert str(m.dtype).endswith(dtype)
+    m = diff_backend.to_numpy(m)
+    assert np.all(np.isfinite(m))
+    np.testing.assert_allclose(m.sum(-1), 5.5, rtol=2e-2)
+    g = diff_backend.vjp(lambda a: softops.soft_topk_mask(a, 5.5, method="lapsum", temperature=0.05),
+                         HOSTILE[0] / 1e2, np.ones(HOSTILE[0].shape), dtype)
+    assert np.all(np.isfinite(g))
+
+
+def test_without_numba_the_twin_runs(backend, rng, monkeypatch):
+    """``HAVE_NUMBA = False`` (numba missing) routes every backend to the twin."""
+    x = backend.asarray(rng.normal(size=(3, 12)))
+    kernel = [backend.to_numpy(f(backend_of(x), x, 0.3, 4.5)) for f in KERNEL.values()]
+    monkeypatch.setattr(lapsum_kernel, "HAVE_NUMBA", False)
+    assert not backend_of(x).lapsum_kernel(x)
+    twin = [backend.to_numpy(f(backend_of(x), x, 0.3, 4.5)) for f in KERNEL.values()]
+    for a, b in zip(kernel, twin):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_kernel_dtypes(dtype, rng):
+    """The kernel takes any float dtype and answers in it (float16 computed in
+    float32), within that dtype's rounding of the float64 result."""
+    x = rng.normal(size=(2, 30))
+    order = np.argsort(x, -1)
+    t, k = np.array([0.3]), np.array([7.5])
+    for op in ("rank", "sort", "mask"):
+        kk = k if op == "mask" else None
+        want = lapsum_kernel.forward(op, np.take_along_axis(x, order, -1), order, t, kk)
+        xd = x.astype(dtype)
+        order_d = np.argsort(xd, -1)
+        got = lapsum_kernel.forward(op, np.take_along_axis(xd, order_d, -1), order_d, t.astype(dtype),
+                                    None if kk is None else kk.astype(dtype))
+        assert got.dtype == np.dtype(dtype)
+        eps = float(np.finfo(dtype).eps)
+        np.testing.assert_allclose(got, want, atol=40 * eps * (1 + np.abs(want).max()))

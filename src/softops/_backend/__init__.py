@@ -12,7 +12,11 @@ framework:
 * ``isotonic_forward`` / ``isotonic_backward``: the pool-adjacent-violators
   kernel of ``softops._kernels.isotonic`` on the framework's arrays (numba on
   CPU, called without a copy; accelerator arrays make a host round trip until
-  a device kernel fills that slot).
+  a device kernel fills that slot);
+* ``lapsum_kernel(x)``, ``lapsum_forward`` / ``lapsum_backward``: whether the
+  LapSum kernels of ``softops._kernels.lapsum`` run for ``x`` (numba, CPU
+  arrays only; elsewhere LapSum uses its vectorised twin), and the kernels on
+  the framework's arrays.
 
 ``backend_of(x)`` picks the backend from the type of ``x`` by looking it up in
 ``sys.modules``: a framework that the caller has not imported is never imported.
@@ -69,6 +73,13 @@ class Backend(abc.ABC):
         order = xp.argsort(x, axis=-1, descending=True)
         return xp.take_along_axis(x, order, axis=-1), order
 
+    def sort_ascending(self, x):
+        """``(values, order)``: ``x`` sorted ascending along the last axis, and the
+        permutation that sorts it (any order among ties)."""
+        xp = self.xp
+        order = xp.argsort(x, axis=-1)
+        return xp.take_along_axis(x, order, axis=-1), order
+
     def inverse_permutation(self, order):
         """Inverse of the permutations along the last axis of the int array ``order``."""
         return self.xp.argsort(order, axis=-1)
@@ -83,6 +94,18 @@ class Backend(abc.ABC):
                           need=(True, True)):
         """``(gz, gw, gc)``: see ``softops._kernels.isotonic.backward_numpy``."""
         ...
+
+    def lapsum_kernel(self, x) -> bool:
+        """Whether the LapSum kernels run for ``x`` (else LapSum uses its twin)."""
+        return False
+
+    def lapsum_forward(self, op: str, y, order, t, k=None):
+        """See ``softops._kernels.lapsum.forward``."""
+        raise NotImplementedError
+
+    def lapsum_backward(self, op: str, y, order, t, g, k=None, need_t=True):
+        """``(gx, gt, gk)``: see ``softops._kernels.lapsum.backward``."""
+        raise NotImplementedError
 
 
 def _is_instance_of_loaded(x, module: str, attribute: str) -> bool:

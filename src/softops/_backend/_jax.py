@@ -85,5 +85,28 @@ class JaxBackend(Backend):
 
         return jax_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort, need)
 
+    def sort_ascending(self, x):
+        positions = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+        return tuple(jax.lax.sort((x, positions), dimension=x.ndim - 1, num_keys=1))
+
+    def lapsum_kernel(self, x):
+        from softops._kernels.lapsum import HAVE_NUMBA
+
+        if not HAVE_NUMBA:
+            return False
+        if isinstance(x, jax.core.Tracer):
+            return jax.default_backend() == "cpu"
+        return all(d.platform == "cpu" for d in x.devices())
+
+    def lapsum_forward(self, op, y, order, t, k=None):
+        from softops._kernels import jax_ops
+
+        return jax_ops.lapsum_forward(op, y, order, t, k)
+
+    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
+        from softops._kernels import jax_ops
+
+        return jax_ops.lapsum_backward(op, y, order, t, g, k, need_t)
+
 
 JAX = JaxBackend()

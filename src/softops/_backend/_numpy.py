@@ -50,4 +50,20 @@ class NumpyBackend(Backend):
         return backward_numpy(z, w, scale, start, g, kl, order, unsort, need)
 
 
+    def lapsum_kernel(self, x):
+        from softops._kernels.lapsum import HAVE_NUMBA
+
+        return HAVE_NUMBA
+
+    def lapsum_forward(self, op, y, order, t, k=None):
+        from softops._kernels.lapsum import forward
+
+        return forward(op, y, order, t, k)
+
+    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
+        from softops._kernels.lapsum import backward
+
+        return backward(op, y, order, t, g, k, need_t)
+
+
 NUMPY = NumpyBackend()

@@ -118,5 +118,24 @@ class TorchBackend(Backend):
         gz, gw, gc = torch_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort or "", *need)
         return (gz if need[0] else None), (gw if need[1] else None), gc
 
+    def sort_ascending(self, x):
+        values, order = torch.sort(x, dim=-1)
+        return values, order
+
+    def lapsum_kernel(self, x):
+        from softops._kernels.lapsum import HAVE_NUMBA
+
+        return HAVE_NUMBA and x.device.type == "cpu"
+
+    def lapsum_forward(self, op, y, order, t, k=None):
+        from softops._kernels import torch_ops
+
+        return torch_ops.lapsum_forward(y, order, t, k, op)
+
+    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
+        from softops._kernels import torch_ops
+
+        return torch_ops.lapsum_backward(y, order, t, g, k, op, need_t)
+
 
 TORCH = TorchBackend()

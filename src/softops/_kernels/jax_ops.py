@@ -1,11 +1,12 @@
-"""The isotonic kernels for JAX, through ``jax.pure_callback``.
+"""The isotonic and LapSum kernels for JAX, through ``jax.pure_callback``.
 
 On CPU the callback receives host buffers with no copy and runs the numba kernel;
 ``vmap_method="expand_dims"`` batches it by adding a leading size-1 dimension to
 unbatched arguments, which the kernel broadcasts.  Under ``jax.jit`` the
 callback is one opaque node.  On an accelerator the same callback costs a
 device-host round trip; that is where a device kernel (Pallas / Triton) would
-plug in.  Arguments as in ``softops._kernels.isotonic``.
+plug in.  Arguments as in ``softops._kernels.isotonic`` and
+``softops._kernels.lapsum`` (LapSum calls its callbacks on CPU only).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softops._kernels import isotonic
+from softops._kernels import isotonic, lapsum
 
 
 def _host(a):
@@ -62,3 +63,29 @@ def isotonic_backward(z, w, scale, start, g, kl, order=None, unsort=None, need=(
     gz = out.pop(0) if need[0] else None
     gw = out.pop(0) if need[1] else None
     return gz, gw, out[0]
+
+
+# --- LapSum (softops._kernels.lapsum): CPU only; ``k`` is None but for the mask ---
+
+
+def _host_lapsum_forward(y, order, t, k=None, *, op):
+    return lapsum.forward(op, _host(y), _host(order), _host(t), _host(k))
+
+
+def _host_lapsum_backward(y, order, t, g, k=None, *, op, need_t):
+    return lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k), need_t)
+
+
+def _lapsum_batch(y, t, k):
+    return jnp.broadcast_shapes(y.shape[:-1], t.shape, () if k is None else k.shape)
+
+
+def lapsum_forward(op, y, order, t, k=None):
+    shape = jax.ShapeDtypeStruct((*_lapsum_batch(y, t, k), y.shape[-1]), y.dtype)
+    return _callback(functools.partial(_host_lapsum_forward, op=op), shape, y, order, t, k)
+
+
+def lapsum_backward(op, y, order, t, g, k=None, need_t=True):
+    batch = _lapsum_batch(y, t, k)
+    shapes = (jax.ShapeDtypeStruct((*batch, y.shape[-1]), y.dtype),) + (jax.ShapeDtypeStruct(batch, y.dtype),) * 2
+    return _callback(functools.partial(_host_lapsum_backward, op=op, need_t=need_t), shapes, y, order, t, g, k)

@@ -1,4 +1,4 @@
-"""The isotonic kernels as PyTorch custom operators.
+"""The isotonic and LapSum kernels as PyTorch custom operators.
 
 ``torch.library.custom_op`` makes the numba call opaque to ``torch.compile``
 (dynamo never traces into it; ``register_fake`` gives it shapes) and
@@ -12,7 +12,9 @@ O(n^3) memory and is only an oracle.
 
 The arguments are those of ``softops._kernels.isotonic.forward_numpy`` /
 ``backward_numpy``; ``unsort`` is ``""`` for none, and cotangents that are not
-needed come back as empty tensors.
+needed come back as empty tensors.  The LapSum operators take the arguments of
+``softops._kernels.lapsum.forward`` / ``backward`` and run on CPU tensors only
+(LapSum uses its vectorised twin on accelerators, with no host round trip).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from softops._kernels import isotonic
+from softops._kernels import isotonic, lapsum
 
 
 def _host(t):
@@ -142,3 +144,75 @@ def _vmap_backward(info, in_dims, z, w, scale, start, g, kl, order, unsort, need
 
 torch.library.register_vmap("softops::isotonic_forward", _vmap_forward)
 torch.library.register_vmap("softops::isotonic_backward", _vmap_backward)
+
+
+# --- LapSum (softops._kernels.lapsum) ---------------------------------------------
+# CPU only: on an accelerator the methods module runs its vectorised twin.
+# ``k`` is None but for the mask.
+
+
+def _lapsum_batch(y, t, k):
+    return torch.broadcast_shapes(y.shape[:-1], t.shape, () if k is None else k.shape)
+
+
+@torch.library.custom_op("softops::lapsum_forward", mutates_args=())
+def lapsum_forward(y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, k: Optional[torch.Tensor],
+                   op: str) -> torch.Tensor:
+    return torch.from_numpy(lapsum.forward(op, _host(y), _host(order), _host(t), _host(k)))
+
+
+@lapsum_forward.register_fake
+def _(y, order, t, k, op):
+    return y.new_empty((*_lapsum_batch(y, t, k), y.shape[-1]))
+
+
+@torch.library.custom_op("softops::lapsum_backward", mutates_args=())
+def lapsum_backward(
+    y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, g: torch.Tensor, k: Optional[torch.Tensor],
+    op: str, need_t: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grads = lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k), need_t)
+    return tuple(torch.from_numpy(a) for a in grads)
+
+
+@lapsum_backward.register_fake
+def _(y, order, t, g, k, op, need_t):
+    batch = _lapsum_batch(y, t, k)
+    return y.new_empty((*batch, y.shape[-1])), y.new_empty(batch), y.new_empty(batch)
+
+
+def _lapsum_setup_context(ctx, inputs, output):
+    y, order, t, k, op = inputs
+    ctx.op = op
+    ctx.save_for_backward(y, order, t, k)
+
+
+def _lapsum_backward(ctx, grad):
+    # Only reached when torch.func.vmap re-enters the op with autograd active
+    # (see isotonic_forward): the cotangent of the sorted y is gx gathered by order.
+    y, order, t, k = ctx.saved_tensors
+    gx, gt, gk = lapsum_backward(y, order, t, grad.contiguous(), k, ctx.op, ctx.needs_input_grad[2])
+    return (
+        gx.gather(-1, order.expand_as(gx)).sum_to_size(y.shape),
+        None,
+        gt.sum_to_size(t.shape),
+        None if k is None else gk.sum_to_size(k.shape),
+        None,
+    )
+
+
+lapsum_forward.register_autograd(_lapsum_backward, setup_context=_lapsum_setup_context)
+
+
+def _lapsum_vmap_forward(info, in_dims, y, order, t, k, op):
+    y, order, t, k = _batch_first((y, order, t, k), in_dims[:4])
+    return lapsum_forward(y, order, t, k, op), 0
+
+
+def _lapsum_vmap_backward(info, in_dims, y, order, t, g, k, op, need_t):
+    y, order, t, g, k = _batch_first((y, order, t, g, k), in_dims[:5])
+    return lapsum_backward(y, order, t, g, k, op, need_t), (0, 0, 0)
+
+
+torch.library.register_vmap("softops::lapsum_forward", _lapsum_vmap_forward)
+torch.library.register_vmap("softops::lapsum_backward", _lapsum_vmap_backward)

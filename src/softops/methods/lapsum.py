@@ -50,10 +50,21 @@ the scale ``1 / sqrt(C)`` is capped at ``e^80``, reached only for ``d = 0``).
 ``b`` is kept as a knot (or midpoint) plus ``T`` times an offset, so the mask
 forms ``(x_i - b) / T`` without cancelling ``x``-sized terms.  The gap ``m`` holding each target comes from the
 sorted ranks (one ``searchsorted`` for the sort, one count for top-k).
-Gradients are the framework's autodiff through these formulas (every branch of
-every ``where`` is finite), so they are exact, O(n log n), and also flow to a
-0-d temperature and to ``k``.  Under JAX the row functions are ``jax.jit``-ed
-(one compilation per shape instead of one per small operation).
+Two implementations with one contract:
+
+* on CPU arrays (NumPy, PyTorch CPU tensors, JAX on CPU) with numba installed,
+  each operation is one custom VJP around the framework's sort and a numba
+  kernel of ``softops._kernels.lapsum`` (O(n) per row after the sort, both
+  ways), whose backward is the hand-derived exact Jacobian (implicit function
+  theorem for the sort and the mask) for ``x``, the temperature and ``k``;
+* elsewhere (accelerators, no numba) the twin below: the same formulas in
+  Array API operations, differentiated by the framework's autodiff (every branch
+  of every ``where`` is finite), so its gradients are exact too, O(n log n),
+  and also flow to a 0-d temperature and to ``k``.  It is the kernel's test
+  oracle.
+
+Under JAX the row functions are ``jax.jit``-ed (one compilation per shape
+instead of one per small operation).
 """
 
 from __future__ import annotations
@@ -61,7 +72,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from softops._backend import Backend
+from softops._backend import Backend, backend_of
+from softops.methods.permutahedron import _sum_to
 
 __all__ = ["LapSum"]
 
@@ -99,10 +111,12 @@ class LapSum:
 
     # The sort-method interface (see softops.sort): rows of shape (*batch, n).
     def sort_rows(self, backend: Backend, x, temperature, descending: bool):
-        return _compiled(backend, sort_rows)(backend, x, temperature, descending)
+        function = kernel_sort_rows if backend.lapsum_kernel(x) else sort_rows
+        return _compiled(backend, function)(backend, x, temperature, descending)
 
     def rank_rows(self, backend: Backend, x, temperature, descending: bool):
-        return _compiled(backend, rank_rows)(backend, x, temperature, descending)
+        function = kernel_rank_rows if backend.lapsum_kernel(x) else rank_rows
+        return _compiled(backend, function)(backend, x, temperature, descending)
 
     def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
         """Soft top-k membership weights of each row (see ``topk_mask_rows``)."""
@@ -111,7 +125,8 @@ class LapSum:
             k = xp.asarray(float(k), dtype=x.dtype, device=backend.device(x))
         elif k.dtype != x.dtype:
             k = xp.astype(k, x.dtype)
-        return _compiled(backend, topk_mask_rows)(backend, x, k, temperature, largest)
+        function = kernel_topk_mask_rows if backend.lapsum_kernel(x) else topk_mask_rows
+        return _compiled(backend, function)(backend, x, k, temperature, largest)
 
 
 def _compiled(backend: Backend, function):
@@ -127,7 +142,8 @@ def _compiled(backend: Backend, function):
 def _jax_jit(function):
     import jax
 
-    return jax.jit(function, static_argnums=(0, 4 if function is topk_mask_rows else 3))
+    mask = function in (topk_mask_rows, kernel_topk_mask_rows)
+    return jax.jit(function, static_argnums=(0, 4 if mask else 3))
 
 
 def _affine_scan(xp, d):
@@ -271,3 +287,75 @@ def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
     p = _sigma(xp, u if largest else -u)
     # k >= n: every entry is in; k <= 0: none is.
     return xp.where(inside, p, xp.where(k >= n, xp.ones_like(p), xp.zeros_like(p)))
+
+
+# --- the kernel path ------------------------------------------------------------------
+# Each operation is one custom VJP around the framework's ascending sort and a
+# kernel of softops._kernels.lapsum, which reads the sorted rows and writes (or
+# reads cotangents) through the sort's permutation itself.  Module-level
+# functions: they must be hashable and equal across calls (see permutahedron).
+
+
+def _kernel_fwd(op):
+    def fwd(xp, x, t, *k):
+        backend = backend_of(x)
+        y, order = backend.sort_ascending(x)
+        return backend.lapsum_forward(op, y, order, t, *k), (y, order, t[...], *(a[...] for a in k))
+
+    return fwd
+
+
+def _kernel_bwd(op, need_t):
+    def bwd(xp, out, residuals, g):
+        y, order, t, *k = residuals
+        gx, gt, gk = backend_of(y).lapsum_backward(op, y, order, t, g, *(k or [None]), need_t=need_t)
+        grads = (gx, _sum_to(xp, gt, t.shape))
+        return grads + (_sum_to(xp, gk, k[0].shape),) if k else grads
+
+    return bwd
+
+
+# Per operation and whether the temperature can need a gradient (a Python float
+# cannot: its cotangent, 0, is then not computed).
+_KERNEL_OPS = {
+    (op, need_t): (_kernel_fwd(op), _kernel_bwd(op, need_t))
+    for op in ("rank", "sort", "mask")
+    for need_t in (False, True)
+}
+
+
+def _kernel_op(backend: Backend, op: str, temperature):
+    return backend.custom_vjp(*_KERNEL_OPS[op, not isinstance(temperature, float)])
+
+
+def _per_row(backend: Backend, x, a):
+    """A float or array ``a`` (broadcastable to ``x.shape[:-1]``, or of shape
+    ``(*batch, 1)``) as an array of ``x``'s dtype with one axis per batch axis
+    of ``x`` (the kernels broadcast it; vmap adds the same leading axis to all)."""
+    xp = backend.xp
+    shape = (1,) * (x.ndim - 1)
+    if isinstance(a, (int, float)):
+        return xp.full(shape, float(a), dtype=x.dtype, device=backend.device(x))
+    if a.dtype != x.dtype:
+        a = xp.astype(a, x.dtype)
+    if a.ndim == x.ndim:
+        return a[..., 0]
+    return xp.reshape(a, (1,) * (x.ndim - 1 - a.ndim) + tuple(a.shape)) if a.ndim < x.ndim - 1 else a
+
+
+def kernel_rank_rows(backend: Backend, x, temperature, descending: bool):
+    """``rank_rows`` by the kernel (``descending``: the ranks of ``-x``)."""
+    op = _kernel_op(backend, "rank", temperature)
+    return op(-x if descending else x, _per_row(backend, x, temperature))
+
+
+def kernel_sort_rows(backend: Backend, x, temperature, descending: bool):
+    """``sort_rows`` by the kernel."""
+    s = _kernel_op(backend, "sort", temperature)(x, _per_row(backend, x, temperature))
+    return backend.xp.flip(s, axis=-1) if descending else s
+
+
+def kernel_topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
+    """``topk_mask_rows`` by the kernel (smallest: the largest of ``-x``)."""
+    op = _kernel_op(backend, "mask", temperature)
+    return op(x if largest else -x, _per_row(backend, x, temperature), _per_row(backend, x, k))

@@ -1,0 +1,445 @@
+r"""LapSum soft rank, soft sort and top-k mask on sorted rows, with exact backwards.
+
+Struski, Bednarczyk, Podolak & Tabor 2025, "LapSum - One Method to
+Differentiate Them All" (ICML, arXiv:2503.06242); the notation is that of
+``softops.methods.lapsum``.  Every row holds the ascending values ``y_0 <= ... <=
+y_{n-1}`` (already sorted by the framework), the permutation ``order`` that
+sorted the caller's row (``y_j = x[order_j]``) and a temperature ``T > 0``.
+With ``d_j = exp(-(y_{j+1} - y_j) / T)`` and ``delta_j = (y_{j+1} - y_j) / T``:
+
+* ``alpha_j = sum_{i <= j} e^{-(y_j - y_i)/T} = 1 + d_{j-1} alpha_{j-1}`` and
+  ``beta_j = sum_{i >= j} e^{-(y_i - y_j)/T} = 1 + d_j beta_{j+1}``;
+* ``alpha'_j = sum_{i < j} e^{-u} u`` (``u = (y_j - y_i)/T``)
+  ``= d_{j-1} (alpha'_{j-1} + delta_{j-1} alpha_{j-1})``, and its mirror ``beta'_j``.
+
+Operations (``0``-based ``j``; outputs in the caller's order except the sort):
+
+* rank: ``r_j = j + 1 + (beta_j - alpha_j) / 2``.  Backward, with ``g`` the
+  cotangent in sorted order, ``A_j = sum_{i <= j} g_i e^{-(y_j-y_i)/T}`` and
+  ``B_j = sum_{i >= j} g_i e^{-(y_i-y_j)/T}`` (the same recurrences):
+  ``gy_j = (g_j (alpha_j + beta_j) - A_j - B_j) / (2T)`` and, since
+  ``dr_j/dT = (beta'_j - alpha'_j) / (2T)``, ``gT = sum_j g_j dr_j/dT``.
+* sort: ``s_k = F^{-1}(k + 1/2)`` (``k = 0..n-1``) on the gap ``m_k = #{j : r_j
+  <= k + 1}`` (a sweep: targets and ranks both increase), in closed form: on
+  that gap ``P = alpha_{m-1} e^{-(b - y_{m-1})/T}`` and ``Q = beta_m e^{-(y_m -
+  b)/T}`` satisfy ``Q - P = 2 (target - m)`` and ``P Q = alpha_{m-1} beta_m
+  d_{m-1}`` (the quadratic of ``softops.methods.lapsum``; see ``_root``).
+  Backward by the implicit function theorem: ``ds_k/dy_i = e^{-|s_k - y_i|/T} /
+  D_k`` with ``D_k = sum_i e^{-|s_k - y_i|/T} = P + Q``, and ``ds_k/dT = sum_i
+  e^{-|u|} u / D_k`` with ``u = (s_k - y_i)/T``, read off ``alpha'`` at knot
+  ``m_k - 1`` and ``beta'`` at knot ``m_k``; ``gy_i = sum_k (g_k / D_k)
+  e^{-|s_k - y_i|/T}`` splits into the ``k`` with ``m_k <= i`` and those with
+  ``m_k > i`` and is two more recurrences over ``i``.
+* mask (largest): ``p_i = sigma((y_i - b)/T)`` with ``F(b) = n - k``; ``p = 1``
+  for ``k >= n`` and ``0`` for ``k <= 0``.  With ``v_i = (y_i - b)/T``,
+  ``e_i = e^{-|v_i|}``, ``q_i = e_i / (2T)``, ``D = sum e_i``, ``G = sum g_i q_i``
+  and ``db/dT = -sum e_i v_i / D``: ``gy_j = g_j q_j - G e_j / D = (g_j - c) q_j``
+  with ``c = 2 T G / D = sum g_i e_i / sum e_i``, ``gk = c`` and
+  ``gT = -sum_i g_i q_i v_i - G db/dT = (c sum e_i v_i - sum g_i e_i v_i) / (2T)``.
+
+Only bounded quantities are formed: every exponent is ``<= 0``; the sort's
+``D_k`` is ``P_k + Q_k >= 1`` of ``_root`` (no exponential at all); the mask's
+``e_i / D`` is taken after shifting by the smallest ``|v_i|`` (``D`` may
+underflow when ``T`` is tiny against the gaps); terms ``e^{-a}`` with ``a >
+700`` are dropped.  Sums run in float64 whatever the dtype.  Tied knots get
+exactly equal ranks (a tied knot copies its predecessor's rank).
+
+``forward`` / ``backward`` run the numba kernels (``@njit(parallel=True,
+cache=True, nogil=True)``, rows in parallel, compiled lazily); without numba
+they run the same functions as plain Python (slow: the methods module uses its
+pure Array API twin instead).  Shapes: ``y`` and ``order`` ``(*batch, n)``;
+``t`` and ``k`` with as many axes as ``batch``, broadcasting against it.  Any
+float dtype: half precision is computed in float32 (numba has no float16).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+
+import numpy as np
+
+__all__ = ["OPS", "HAVE_NUMBA", "forward", "backward", "numba_available"]
+
+# Whether numba is installed, known without importing it (and so without
+# compiling anything): the methods pick the kernel or their twin by it, also
+# while torch.compile traces them.
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+
+OPS = ("rank", "sort", "mask")
+_OP = {name: i for i, name in enumerate(OPS)}
+_BIG = 700.0  # terms e^{-a} with a beyond this are dropped
+
+
+# --- per-row helpers (njit-ed when numba is there) ----------------------------------
+
+
+def _knots_py(y, r, t, e, alpha, beta, rank):
+    """Fill ``e_j = d_j``, ``alpha``, ``beta`` and the sorted ranks of row ``r``."""
+    n = y.shape[1]
+    for j in range(n - 1):
+        e[j] = math.exp(-(np.float64(y[r, j + 1]) - np.float64(y[r, j])) / t)
+    alpha[0] = 1.0
+    for j in range(1, n):
+        alpha[j] = 1.0 + e[j - 1] * alpha[j - 1]
+    beta[n - 1] = 1.0
+    for j in range(n - 2, -1, -1):
+        beta[j] = 1.0 + e[j] * beta[j + 1]
+    for j in range(n):
+        if j > 0 and y[r, j] == y[r, j - 1]:
+            rank[j] = rank[j - 1]
+        else:
+            rank[j] = j + 1.0 + 0.5 * (beta[j] - alpha[j])
+
+
+def _derivatives_py(y, r, t, e, alpha, beta, da, db):
+    """``alpha'`` and ``beta'`` of row ``r`` (see the module docstring)."""
+    n = y.shape[1]
+    da[0] = 0.0
+    for j in range(1, n):
+        de = 0.0
+        if e[j - 1] > 0.0:
+            de = e[j - 1] * ((np.float64(y[r, j]) - np.float64(y[r, j - 1])) / t)
+        da[j] = e[j - 1] * da[j - 1] + de * alpha[j - 1]
+    db[n - 1] = 0.0
+    for j in range(n - 2, -1, -1):
+        de = 0.0
+        if e[j] > 0.0:
+            de = e[j] * ((np.float64(y[r, j + 1]) - np.float64(y[r, j])) / t)
+        db[j] = e[j] * db[j + 1] + de * beta[j + 1]
+
+
+def _root_py(d, a, b, c, yl, yr):
+    """``F(b) = m + d`` on gap ``m`` (between knots ``m - 1`` and ``m``, the scalars
+    ``yl, yr``; the outer gaps have one knot) as ``(P, Q, anchor, offset)``:
+    ``b = anchor + T offset`` and ``P = a e^{-(b - y_{m-1})/T}``, ``Q = b e^{-(y_m -
+    b)/T}`` with ``a = alpha_{m-1}`` and ``b = beta_m`` (0 for a missing knot), the
+    roots of ``Q - P = 2 d``, ``P Q = c = alpha_{m-1} beta_m d_{m-1}``:
+    ``max(P, Q) = |d| + sqrt(d^2 + c)`` and the other one ``c / max``.  The anchor
+    is knot ``m`` for ``d >= 0`` (offset ``-log(beta_m / Q)``), else knot ``m - 1``
+    (offset ``log(alpha_{m-1} / P)``); for ``d = 0`` with ``c`` underflowing, the
+    midpoint with offset ``log(alpha_{m-1} / beta_m) / 2`` (and ``P = Q = 0``).
+    Scalars only: array arguments would make each call cost tens of ns."""
+    s = math.sqrt(d * d + c)
+    if d >= 0:
+        q = d + s
+        if q == 0.0:
+            return 0.0, 0.0, 0.5 * (yl + yr), 0.5 * (math.log(a) - math.log(b))
+        return c / q, q, yr, -math.log(b / q)
+    p = s - d
+    return p, c / p, yl, math.log(a / p)
+
+
+def _gap_py(y, yr, e, alpha, beta, target, m):
+    """``_root`` for ``target`` on gap ``m`` of row ``yr``."""
+    n = alpha.shape[0]
+    a = alpha[m - 1] if m > 0 else 0.0
+    b = beta[m] if m < n else 0.0
+    c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
+    return _root(target - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]), np.float64(y[yr, min(m, n - 1)]))
+
+
+def _mask_target_py(n, k):
+    """``(inside, target)``: ``F(b) = n - k`` for ``0 < k < n``."""
+    target = n - k
+    return 0.0 < target < n, target
+
+
+# --- row kernels ----------------------------------------------------------------------
+
+
+def _forward_rows(y, order, t, k, steps, op, out):
+    rows, n = out.shape
+    chunks = min(rows, _CHUNKS)
+    for chunk in _prange(chunks):
+        e = np.empty(max(n - 1, 1), np.float64)
+        alpha = np.empty(n, np.float64)
+        beta = np.empty(n, np.float64)
+        rank = np.empty(n, np.float64)
+        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            yr = r * steps[0]
+            tr = np.float64(t[r * steps[1]])
+            _knots(y, yr, tr, e, alpha, beta, rank)
+            if op == 0:
+                for j in range(n):
+                    out[r, order[yr, j]] = rank[j]
+            elif op == 1:
+                m = 0
+                for j in range(n):
+                    while m < n and rank[m] <= j + 1.0:
+                        m += 1
+                    a = alpha[m - 1] if m > 0 else 0.0
+                    b = beta[m] if m < n else 0.0
+                    c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
+                    _, _, anchor, offset = _root(j + 0.5 - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]),
+                                                 np.float64(y[yr, min(m, n - 1)]))
+                    out[r, j] = anchor + tr * offset
+            else:
+                inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
+                if not inside:
+                    fill = 0.0 if target > 0 else 1.0
+                    for j in range(n):
+                        out[r, j] = fill
+                    continue
+                m = 0
+                while m < n and rank[m] - 0.5 <= target:
+                    m += 1
+                _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
+                for j in range(n):
+                    v = (np.float64(y[yr, j]) - anchor) / tr - offset
+                    p = 0.5 * math.exp(-abs(v))
+                    out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
+
+
+def _backward_rows(y, order, t, k, g, steps, op, need_t, gy, gt, gk):
+    rows, n = gy.shape
+    chunks = min(rows, _CHUNKS)
+    for chunk in _prange(chunks):
+        e = np.empty(max(n - 1, 1), np.float64)
+        alpha = np.empty(n, np.float64)
+        beta = np.empty(n, np.float64)
+        rank = np.empty(n, np.float64)
+        da = np.empty(n, np.float64)
+        db = np.empty(n, np.float64)
+        wl = np.empty(n, np.float64)
+        wr = np.empty(n, np.float64)
+        gaps = np.empty(n, np.int64)
+        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+            yr = r * steps[0]
+            tr = np.float64(t[r * steps[1]])
+            _knots(y, yr, tr, e, alpha, beta, rank)
+            if op == 0:
+                if need_t:
+                    _derivatives(y, yr, tr, e, alpha, beta, da, db)
+                _rank_backward(g, r, order, yr, tr, e, alpha, beta, da, db, need_t, wl, gy, gt)
+            elif op == 1:
+                if need_t:
+                    _derivatives(y, yr, tr, e, alpha, beta, da, db)
+                _sort_backward(y, g, r, order, yr, tr, e, alpha, beta, rank, da, db, need_t, wl, wr, gaps, gy,
+                               gt)
+            else:
+                _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
+                               wl, wr, gy, gt, gk)
+
+
+def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, need_t, acc, gy, gt):
+    """``acc`` holds ``A_j``; ``B_j`` runs backwards alongside the output."""
+    n = alpha.shape[0]
+    a = 0.0
+    for j in range(n):
+        a = np.float64(g[r, order[yr, j]]) + (e[j - 1] * a if j > 0 else 0.0)
+        acc[j] = a
+    b = 0.0
+    total_t = 0.0
+    half = 0.5 / t
+    for j in range(n - 1, -1, -1):
+        oj = order[yr, j]
+        gj = np.float64(g[r, oj])
+        b = gj + (e[j] * b if j < n - 1 else 0.0)
+        gy[r, oj] = (gj * (alpha[j] + beta[j]) - acc[j] - b) * half
+        if need_t:
+            total_t += gj * (db[j] - da[j])
+    gt[r] = total_t * half
+
+
+def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, need_t, el, er, gaps, gy, gt):
+    """With ``P_k, Q_k`` of ``_root``: ``e^{-w_l} = P_k / alpha_{m-1}``,
+    ``e^{-w_r} = Q_k / beta_m`` (``w_l = (s_k - y_{m-1})/T``, ``w_r = (y_m - s_k)/T``),
+    so ``D_k = P_k + Q_k`` and ``sum_i e^{-|u|} u = P_k (w_l + alpha'_{m-1} /
+    alpha_{m-1}) - Q_k (w_r + beta'_m / beta_m)``.  ``el_k, er_k = g_k e^{-w_l} /
+    D_k, g_k e^{-w_r} / D_k``; then ``gy_i = P_i + Q_i`` with ``P_i = sum_{m_k <= i}
+    g_k e^{-(y_i - s_k)/T} / D_k`` forwards and ``Q_i = sum_{m_k > i} ...`` backwards."""
+    n = alpha.shape[0]
+    m = 0
+    total_t = 0.0
+    for j in range(n):
+        while m < n and rank[m] <= j + 1.0:
+            m += 1
+        a = alpha[m - 1] if m > 0 else 0.0
+        b = beta[m] if m < n else 0.0
+        c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
+        p, q, _, _ = _root(j + 0.5 - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]),
+                           np.float64(y[yr, min(m, n - 1)]))
+        gj = np.float64(g[r, j]) / (p + q)
+        el[j] = 0.0
+        er[j] = 0.0
+        if p > 0.0:
+            el[j] = gj * p / a
+            if need_t:
+                total_t += gj * p * (math.log(a) - math.log(p) + da[m - 1] / a)
+        if q > 0.0:
+            er[j] = gj * q / b
+            if need_t:
+                total_t -= gj * q * (math.log(b) - math.log(q) + db[m] / b)
+        gaps[j] = m
+    gt[r] = total_t
+    # P_i forwards (k with m_k <= i reach y_i from the left: weight e^{-w_r} at y_{m_k}).
+    p = 0.0
+    kk = 0
+    for i in range(n):
+        p = e[i - 1] * p if i > 0 else 0.0
+        while kk < n and gaps[kk] <= i:
+            if gaps[kk] == i:
+                p += er[kk]
+            kk += 1
+        gy[r, order[yr, i]] = p
+    # Q_i backwards (k with m_k > i: weight e^{-w_l} at y_{m_k - 1}).
+    q = 0.0
+    kk = n - 1
+    for i in range(n - 1, -1, -1):
+        q = e[i] * q if i < n - 1 else 0.0
+        while kk >= 0 and gaps[kk] > i:
+            if gaps[kk] == i + 1:
+                q += el[kk]
+            kk -= 1
+        gy[r, order[yr, i]] += q
+
+
+def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy, gt, gk):
+    n = alpha.shape[0]
+    inside, target = _mask_target(n, k)
+    if not inside:
+        for j in range(n):
+            gy[r, j] = 0.0
+        gt[r] = 0.0
+        gk[r] = 0.0
+        return
+    m = 0
+    while m < n and rank[m] - 0.5 <= target:
+        m += 1
+    _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
+    shift = np.inf
+    for j in range(n):
+        v[j] = (np.float64(y[yr, j]) - anchor) / t - offset
+        shift = min(shift, abs(v[j]))
+    # e_j = e^{-shift} eh_j with eh_j = e^{shift - |v_j|} (shift = min |v_j|: D
+    # may underflow); c = 2 T G / D = sum g_j eh_j / sum eh_j.
+    es = math.exp(-shift)
+    dh = 0.0
+    gh = 0.0
+    ev = 0.0  # sum eh_j v_j
+    gev = 0.0  # sum g_j eh_j v_j
+    for j in range(n):
+        gj = np.float64(g[r, order[yr, j]])
+        a = abs(v[j]) - shift
+        eh = math.exp(-a) if a <= _BIG else 0.0
+        ex[j] = eh
+        if eh > 0.0:
+            dh += eh
+            gh += gj * eh
+            ev += eh * v[j]
+            gev += gj * eh * v[j]
+    ratio = gh / dh
+    scale = es / (2.0 * t)
+    for j in range(n):
+        oj = order[yr, j]
+        gy[r, oj] = (np.float64(g[r, oj]) - ratio) * ex[j] * scale
+    gk[r] = ratio
+    # gT = -sum g q v - G db/dT with db/dT = -sum e v / D and G / D = c / (2T).
+    gt[r] = (ratio * ev - gev) * scale
+
+
+_prange = range
+_knots = _knots_py
+_derivatives = _derivatives_py
+_root = _root_py
+_gap = _gap_py
+_mask_target = _mask_target_py
+_rank_backward = _rank_backward_py
+_sort_backward = _sort_backward_py
+_mask_backward = _mask_backward_py
+# Rows are split into this many chunks, which the threads share.
+_CHUNKS = 64
+
+
+@functools.cache
+def _numba_kernels():
+    """The compiled kernels, or None when numba is not installed."""
+    global _prange, _knots, _derivatives, _root, _gap, _mask_target
+    global _rank_backward, _sort_backward, _mask_backward
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, nogil=True, inline="always")
+    # Helpers first: the kernels resolve these globals when they compile.
+    _knots, _derivatives = jit(_knots_py), jit(_derivatives_py)
+    _root = jit(_root_py)
+    _gap = jit(_gap_py)
+    _mask_target = jit(_mask_target_py)
+    _rank_backward, _sort_backward = jit(_rank_backward_py), jit(_sort_backward_py)
+    _mask_backward = jit(_mask_backward_py)
+    _prange = numba.prange
+    parallel = numba.njit(parallel=True, cache=True, nogil=True)
+    return parallel(_forward_rows), parallel(_backward_rows)
+
+
+def numba_available() -> bool:
+    return _numba_kernels() is not None
+
+
+def _kernels():
+    return _numba_kernels() or (_forward_rows, _backward_rows)
+
+
+class _Layout:
+    """The common batch shape of ``y`` (with ``order``), ``t`` and ``k``; each as a
+    ``(rows or 1, ...)`` contiguous array with a row step (0: shared by all rows)."""
+
+    def __init__(self, y, order, t, k):
+        y, order, t = np.asarray(y), np.asarray(order), np.asarray(t)
+        k = np.zeros((), y.dtype) if k is None else np.asarray(k)
+        self.n = n = y.shape[-1]
+        self.batch = np.broadcast_shapes(y.shape[:-1], order.shape[:-1], t.shape, k.shape)
+        self.rows = math.prod(self.batch)
+        # Results come back in y's dtype; numba computes in float32 or float64.
+        self.dtype = y.dtype
+        self.work = y.dtype if y.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        y, t, k = (a.astype(self.work, copy=False) for a in (y, t, k))
+        if order.shape != y.shape:
+            y, order = np.broadcast_arrays(y, order)
+        self.y, y_step = self._rows(y, y.shape[:-1], n)
+        self.order, _ = self._rows(order, order.shape[:-1], n)
+        self.t, t_step = self._rows(t, t.shape, None)
+        self.k, k_step = self._rows(k, k.shape, None)
+        self.steps = np.array([y_step, t_step, k_step], np.int64)
+
+    def _rows(self, a, batch, n):
+        if math.prod(batch) == 1:
+            return np.ascontiguousarray(a).reshape((1, n) if n else (1,)), 0
+        if tuple(batch) != tuple(self.batch):
+            a = np.broadcast_to(a, self.batch + ((n,) if n else ()))
+        return np.ascontiguousarray(a).reshape((self.rows, n) if n else (self.rows,)), 1
+
+    def full(self, a):
+        return np.ascontiguousarray(np.broadcast_to(a, self.batch + (self.n,))).reshape(self.rows, self.n)
+
+
+def forward(op: str, y, order, t, k=None):
+    """The ranks (caller's order), the sort (sorted order) or the top-k mask
+    (caller's order) of rows ``y`` sorted ascending by ``order``; ``k`` for the
+    mask only.  Shape ``(*batch, n)``, ``y``'s dtype."""
+    lay = _Layout(y, order, t, k)
+    out = np.empty((lay.rows, lay.n), lay.work)
+    _kernels()[0](lay.y, lay.order, lay.t, lay.k, lay.steps, _OP[op], out)
+    return out.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,))
+
+
+def backward(op: str, y, order, t, g, k=None, need_t=True):
+    """``(gx, gt, gk)`` (``gk`` is 0 but for the mask): the cotangents of the caller's row
+    ``x`` (shape ``(*batch, n)``, caller's order) and of ``t`` and ``k`` per row
+    (shape ``batch``; sum them to the inputs' shapes yourself), given the
+    cotangent ``g`` of ``forward(op, ...)`` (in the order it was returned in).
+    ``need_t=False`` skips ``gt`` (returned as 0) where it costs extra work."""
+    lay = _Layout(y, order, t, k)
+    gy = np.empty((lay.rows, lay.n), lay.work)
+    gt = np.empty(lay.rows, np.float64)
+    gk = np.zeros(lay.rows, np.float64)
+    _kernels()[1](lay.y, lay.order, lay.t, lay.k, lay.full(np.asarray(g).astype(lay.work, copy=False)), lay.steps, _OP[op],
+                  bool(need_t), gy, gt, gk)
+    return (
+        gy.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)),
+        gt.astype(lay.dtype).reshape(lay.batch),
+        gk.astype(lay.dtype).reshape(lay.batch),
+    )
