@@ -66,19 +66,12 @@ class Backend(abc.ABC):
         """Standard Gumbel noise of ``shape`` and ``dtype`` on the device of ``like``."""
         ...
 
-    def sort_descending(self, x):
-        """``(values, order)``: ``x`` sorted descending along the last axis, and the
-        permutation that sorts it (one sort, differentiable in the values)."""
-        xp = self.xp
-        order = xp.argsort(x, axis=-1, descending=True)
-        return xp.take_along_axis(x, order, axis=-1), order
-
-    def sort_ascending(self, x):
-        """``(values, order)``: ``x`` sorted ascending along the last axis, and the
-        permutation that sorts it (any order among ties)."""
-        xp = self.xp
-        order = xp.argsort(x, axis=-1)
-        return xp.take_along_axis(x, order, axis=-1), order
+    @abc.abstractmethod
+    def kernel_sort(self, x):
+        """``(values, order)``: the rows (last axis) of the CPU array ``x`` sorted
+        ascending by the kernels' row sort (``softops._kernels.rowsort``), and
+        the int32 permutation; for kernels that take sorted rows."""
+        ...
 
     def inverse_permutation(self, order):
         """Inverse of the permutations along the last axis of the int array ``order``."""

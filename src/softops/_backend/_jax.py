@@ -66,11 +66,6 @@ class JaxBackend(Backend):
             )
         return jax.random.gumbel(key, shape, dtype)
 
-    def sort_descending(self, x):
-        positions = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
-        negated, order = jax.lax.sort((-x, positions), dimension=x.ndim - 1, num_keys=1)
-        return -negated, order
-
     def inverse_permutation(self, order):
         positions = jnp.broadcast_to(jnp.arange(order.shape[-1], dtype=order.dtype), order.shape)
         return jnp.put_along_axis(jnp.empty_like(order), order, positions, axis=-1, inplace=False)
@@ -85,9 +80,10 @@ class JaxBackend(Backend):
 
         return jax_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort, need)
 
-    def sort_ascending(self, x):
-        positions = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
-        return tuple(jax.lax.sort((x, positions), dimension=x.ndim - 1, num_keys=1))
+    def kernel_sort(self, x):
+        from softops._kernels import jax_ops
+
+        return jax_ops.sort_rows(x)
 
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA

@@ -50,6 +50,11 @@ class NumpyBackend(Backend):
         return backward_numpy(z, w, scale, start, g, kl, order, unsort, need)
 
 
+    def kernel_sort(self, x):
+        from softops._kernels.rowsort import sort_rows
+
+        return sort_rows(x)
+
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA
 

@@ -98,10 +98,6 @@ class TorchBackend(Backend):
         u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
         return -torch.log(-torch.log(u))
 
-    def sort_descending(self, x):
-        values, order = torch.sort(x, dim=-1, descending=True)
-        return values, order
-
     def inverse_permutation(self, order):
         positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
         return torch.scatter(torch.empty_like(order), -1, order, positions)
@@ -118,9 +114,10 @@ class TorchBackend(Backend):
         gz, gw, gc = torch_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort or "", *need)
         return (gz if need[0] else None), (gw if need[1] else None), gc
 
-    def sort_ascending(self, x):
-        values, order = torch.sort(x, dim=-1)
-        return values, order
+    def kernel_sort(self, x):
+        from softops._kernels import torch_ops
+
+        return torch_ops.sort_rows(x)
 
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA

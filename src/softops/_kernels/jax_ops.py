@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softops._kernels import isotonic, lapsum
+from softops._kernels import isotonic, lapsum, rowsort
 
 
 def _host(a):
@@ -63,6 +63,18 @@ def isotonic_backward(z, w, scale, start, g, kl, order=None, unsort=None, need=(
     gz = out.pop(0) if need[0] else None
     gw = out.pop(0) if need[1] else None
     return gz, gw, out[0]
+
+
+# --- the kernels' row sort (softops._kernels.rowsort) ---
+
+
+def _host_sort_rows(x):
+    return rowsort.sort_rows(np.asarray(x))
+
+
+def sort_rows(x):
+    shapes = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(x.shape, jnp.int32))
+    return tuple(jax.pure_callback(_host_sort_rows, shapes, x, vmap_method="expand_dims"))
 
 
 # --- LapSum (softops._kernels.lapsum): CPU only; ``k`` is None but for the mask ---

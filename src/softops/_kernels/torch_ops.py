@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from softops._kernels import isotonic, lapsum
+from softops._kernels import isotonic, lapsum, rowsort
 
 
 def _host(t):
@@ -146,6 +146,39 @@ torch.library.register_vmap("softops::isotonic_forward", _vmap_forward)
 torch.library.register_vmap("softops::isotonic_backward", _vmap_backward)
 
 
+# --- the kernels' row sort (softops._kernels.rowsort), for kernels taking sorted rows ---
+
+
+@torch.library.custom_op("softops::sort_rows", mutates_args=())
+def sort_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    values, order = rowsort.sort_rows(_host(x))
+    return torch.from_numpy(values), torch.from_numpy(order)
+
+
+@sort_rows.register_fake
+def _(x):
+    return torch.empty_like(x), torch.empty_like(x, dtype=torch.int32)
+
+
+def _sort_rows_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _sort_rows_backward(ctx, grad_values, grad_order):
+    (order,) = ctx.saved_tensors
+    return torch.zeros_like(grad_values).scatter(-1, order.long(), grad_values)
+
+
+sort_rows.register_autograd(_sort_rows_backward, setup_context=_sort_rows_setup_context)
+
+
+def _sort_rows_vmap(info, in_dims, x):
+    return sort_rows(x.movedim(in_dims[0], 0)), (0, 0)
+
+
+torch.library.register_vmap("softops::sort_rows", _sort_rows_vmap)
+
+
 # --- LapSum (softops._kernels.lapsum) ---------------------------------------------
 # CPU only: on an accelerator the methods module runs its vectorised twin.
 # ``k`` is None but for the mask.
@@ -193,7 +226,7 @@ def _lapsum_backward(ctx, grad):
     y, order, t, k = ctx.saved_tensors
     gx, gt, gk = lapsum_backward(y, order, t, grad.contiguous(), k, ctx.op, ctx.needs_input_grad[2])
     return (
-        gx.gather(-1, order.expand_as(gx)).sum_to_size(y.shape),
+        gx.gather(-1, order.long().expand_as(gx)).sum_to_size(y.shape),
         None,
         gt.sum_to_size(t.shape),
         None if k is None else gk.sum_to_size(k.shape),

@@ -299,7 +299,7 @@ def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
 def _kernel_fwd(op):
     def fwd(xp, x, t, *k):
         backend = backend_of(x)
-        y, order = backend.sort_ascending(x)
+        y, order = backend.kernel_sort(x)
         return backend.lapsum_forward(op, y, order, t, *k), (y, order, t[...], *(a[...] for a in k))
 
     return fwd
