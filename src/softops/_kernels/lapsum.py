@@ -111,16 +111,15 @@ def _derivatives_py(y, r, t, e, alpha, beta, da, db):
 
 
 def _root_py(d, a, b, c, yl, yr):
-    """``F(b) = m + d`` on gap ``m`` (between knots ``m - 1`` and ``m``, the scalars
-    ``yl, yr``; the outer gaps have one knot) as ``(P, Q, anchor, offset)``:
-    ``b = anchor + T offset`` and ``P = a e^{-(b - y_{m-1})/T}``, ``Q = b e^{-(y_m -
-    b)/T}`` with ``a = alpha_{m-1}`` and ``b = beta_m`` (0 for a missing knot), the
-    roots of ``Q - P = 2 d``, ``P Q = c = alpha_{m-1} beta_m d_{m-1}``:
-    ``max(P, Q) = |d| + sqrt(d^2 + c)`` and the other one ``c / max``.  The anchor
-    is knot ``m`` for ``d >= 0`` (offset ``-log(beta_m / Q)``), else knot ``m - 1``
-    (offset ``log(alpha_{m-1} / P)``); for ``d = 0`` with ``c`` underflowing, the
-    midpoint with offset ``log(alpha_{m-1} / beta_m) / 2`` (and ``P = Q = 0``).
-    Scalars only: array arguments would make each call cost tens of ns."""
+    """The root ``z`` of ``F(z) = m + d`` on gap ``m`` (between the knots ``yl =
+    y_{m-1}`` and ``yr = y_m``; an outer gap has one knot) as ``(P, Q, anchor,
+    offset)`` with ``z = anchor + T offset``.  ``P = a e^{-(z - yl)/T}`` and ``Q =
+    b e^{-(yr - z)/T}`` (``a = alpha_{m-1}``, ``b = beta_m``, 0 for a missing knot)
+    solve ``Q - P = 2 d`` and ``P Q = c = a b d_{m-1}``: the larger is ``|d| +
+    sqrt(d^2 + c)``, the other ``c`` over it.  The anchor is ``yr`` for ``d >= 0``
+    (offset ``-log(b / Q)``), else ``yl`` (offset ``log(a / P)``); for ``d = 0``
+    with ``c`` underflowing (``P = Q = 0``), the midpoint with offset ``log(a /
+    b) / 2``.  Scalars only: array arguments cost a reference count each."""
     s = math.sqrt(d * d + c)
     if d >= 0:
         q = d + s
