@@ -61,3 +61,14 @@ def flatten_axes(xp, x, axes: tuple[int, ...]):
     if len(axes) != 1:
         x = xp.reshape(x, layout.batch_shape + (layout.size,))
     return x, layout
+
+
+def sum_to(xp, a, shape):
+    """``a`` summed over the axes that broadcasting ``shape`` to ``a.shape`` added."""
+    if tuple(a.shape) == tuple(shape):
+        return a
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1
+    )
+    return xp.reshape(xp.sum(a, axis=axes), shape)

@@ -236,9 +236,11 @@ def soft_max(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
         x_finite = xp.where(x_safe == -xp.inf, 0.0, x_safe)
         value = xp.sum(weights * x_finite, axis=-1)
         # The weights sum to 1 only up to rounding: pin the value into
-        # [min, max] without touching its gradient.
+        # [min, max] without touching its gradient.  (Forward: pinned + 0,
+        # exactly; value + (pinned - value) could round past the bound.)
+        sg = p.backend.stop_gradient
         pinned = xp.minimum(xp.maximum(value, xp.min(x_safe, axis=-1)), row_max)
-        value = value + p.backend.stop_gradient(pinned - value)
+        value = sg(pinned) + (value - sg(value))
     if hard:
         value = _straight_through(p.backend, row_max, value)
     value = xp.where(all_masked[..., 0], -xp.inf, value)

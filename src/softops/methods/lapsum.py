@@ -72,8 +72,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from softops._axis import sum_to
 from softops._backend import Backend, backend_of
-from softops.methods.permutahedron import _sum_to
 
 __all__ = ["LapSum"]
 
@@ -309,8 +309,8 @@ def _kernel_bwd(op, need_t):
     def bwd(xp, out, residuals, g):
         y, order, t, *k = residuals
         gx, gt, gk = backend_of(y).lapsum_backward(op, y, order, t, g, *(k or [None]), need_t=need_t)
-        grads = (gx, _sum_to(xp, gt, t.shape))
-        return grads + (_sum_to(xp, gk, k[0].shape),) if k else grads
+        grads = (gx, sum_to(xp, gt, t.shape))
+        return grads + (sum_to(xp, gk, k[0].shape),) if k else grads
 
     return bwd
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from softops._axis import sum_to
 from softops._backend import Backend, backend_of
 from softops._validate import check_choice
 
@@ -78,17 +79,6 @@ def _positions(backend: Backend, like, log: bool):
     return xp.reshape(rho, (1,) * (like.ndim - 1) + (n,))
 
 
-def _sum_to(xp, a, shape):
-    """``a`` summed over the axes that broadcasting ``shape`` to ``a.shape`` added."""
-    if tuple(a.shape) == tuple(shape):
-        return a
-    lead = a.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, s in enumerate(shape) if s == 1 and a.shape[lead + i] != 1
-    )
-    return xp.reshape(xp.sum(a, axis=axes), shape)
-
-
 # Each operation is one custom VJP around one kernel call per pass: the kernel
 # sorts the rows itself and reads and writes through the permutation, so no
 # framework sort, gather, scatter or broadcast copy is spent.
@@ -113,7 +103,7 @@ def _make_ops(kl: bool):
         gy, _, gc = backend.isotonic_backward(
             y, _positions(backend, y, kl), scale, start, g, kl, order, "z", need=(True, False)
         )
-        return gy, _sum_to(xp, gc, scale.shape)
+        return gy, sum_to(xp, gc, scale.shape)
 
     def sort_fwd(xp, y, scale):
         backend = backend_of(y)
@@ -126,7 +116,7 @@ def _make_ops(kl: bool):
         _, gy, gc = backend.isotonic_backward(
             _positions(backend, y, False), y, scale, start, g, kl, order, "w", need=(False, True)
         )
-        return gy, _sum_to(xp, gc, scale.shape)
+        return gy, sum_to(xp, gc, scale.shape)
 
     def project_fwd(xp, y, w, scale):
         backend = backend_of(y)
@@ -136,7 +126,7 @@ def _make_ops(kl: bool):
     def project_bwd(xp, p, residuals, g):
         y, w, scale, start, order = residuals
         gy, gw, gc = backend_of(y).isotonic_backward(y, w, scale, start, g, kl, order, "z")
-        return gy, _sum_to(xp, gw, w.shape), _sum_to(xp, gc, scale.shape)
+        return gy, sum_to(xp, gw, w.shape), sum_to(xp, gc, scale.shape)
 
     return {"rank": (rank_fwd, rank_bwd), "sort": (sort_fwd, sort_bwd), "project": (project_fwd, project_bwd)}
 
