@@ -328,22 +328,20 @@ from softops.methods import lapsum as lapsum_module  # noqa: E402
 
 needs_numba = pytest.mark.skipif(not lapsum_kernel.HAVE_NUMBA, reason="numba is not installed")
 
-KERNEL = {
-    "rank": lambda b, x, t, k: LAPSUM.rank_rows(b, x, t, False),
-    "rank_desc": lambda b, x, t, k: LAPSUM.rank_rows(b, x, t, True),
-    "sort": lambda b, x, t, k: LAPSUM.sort_rows(b, x, t, False),
-    "sort_desc": lambda b, x, t, k: LAPSUM.sort_rows(b, x, t, True),
-    "mask": lambda b, x, t, k: LAPSUM.topk_mask_rows(b, x, k, t, True),
-    "mask_small": lambda b, x, t, k: LAPSUM.topk_mask_rows(b, x, k, t, False),
-}
-TWIN = {
-    "rank": lambda b, x, t, k: lapsum_module.rank_rows(b, x, t, False),
-    "rank_desc": lambda b, x, t, k: lapsum_module.rank_rows(b, x, t, True),
-    "sort": lambda b, x, t, k: lapsum_module.sort_rows(b, x, t, False),
-    "sort_desc": lambda b, x, t, k: lapsum_module.sort_rows(b, x, t, True),
-    "mask": lambda b, x, t, k: lapsum_module.topk_mask_rows(b, x, k, t, True),
-    "mask_small": lambda b, x, t, k: lapsum_module.topk_mask_rows(b, x, k, t, False),
-}
+def _row_ops(rank_rows, sort_rows, topk_mask_rows):
+    """The six row operations as ``f(backend, x, t, k)``."""
+    return {
+        "rank": lambda b, x, t, k: rank_rows(b, x, t, False),
+        "rank_desc": lambda b, x, t, k: rank_rows(b, x, t, True),
+        "sort": lambda b, x, t, k: sort_rows(b, x, t, False),
+        "sort_desc": lambda b, x, t, k: sort_rows(b, x, t, True),
+        "mask": lambda b, x, t, k: topk_mask_rows(b, x, k, t, True),
+        "mask_small": lambda b, x, t, k: topk_mask_rows(b, x, k, t, False),
+    }
+
+
+KERNEL = _row_ops(LAPSUM.rank_rows, LAPSUM.sort_rows, LAPSUM.topk_mask_rows)
+TWIN = _row_ops(lapsum_module.rank_rows, lapsum_module.sort_rows, lapsum_module.topk_mask_rows)
 
 
 def _value_and_grads(harness, f, x, t, k, cot):

@@ -92,13 +92,15 @@ class Backend(abc.ABC):
         """Whether the LapSum kernels run for ``x`` (else LapSum uses its twin)."""
         return False
 
+    @abc.abstractmethod
     def lapsum_forward(self, op: str, y, order, t, k=None):
         """See ``softops._kernels.lapsum.forward``."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def lapsum_backward(self, op: str, y, order, t, g, k=None, need_t=True):
         """``(gx, gt, gk)``: see ``softops._kernels.lapsum.backward``."""
-        raise NotImplementedError
+        ...
 
 
 def _is_instance_of_loaded(x, module: str, attribute: str) -> bool:

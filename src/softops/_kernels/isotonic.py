@@ -60,6 +60,7 @@ import threading
 import numpy as np
 
 from softops._kernels import rowsort
+from softops._kernels._rows import as_rows
 
 __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "numba_available"]
 
@@ -280,11 +281,7 @@ class _Layout:
         self.steps = np.array([z_step, w_step, c_step], np.int64)
 
     def _rows(self, a, batch, n):
-        if math.prod(batch) == 1:
-            return np.ascontiguousarray(a).reshape((1, n) if n else (1,)), 0
-        if tuple(batch) != tuple(self.batch):
-            a = np.broadcast_to(a, self.batch + ((n,) if n else ()))
-        return np.ascontiguousarray(a).reshape((self.rows, n) if n else (self.rows,)), 1
+        return as_rows(a, batch, self.batch, n)
 
     def unsorted(self, unsort):
         """The rows of the sequence named by ``unsort`` (it must have a row per row)."""

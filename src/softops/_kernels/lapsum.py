@@ -60,6 +60,8 @@ import math
 
 import numpy as np
 
+from softops._kernels._rows import as_rows
+
 __all__ = ["OPS", "HAVE_NUMBA", "forward", "backward", "numba_available"]
 
 # Whether numba is installed, known without importing it (and so without
@@ -168,11 +170,7 @@ def _forward_rows(y, order, t, k, steps, op, out):
                 for j in range(n):
                     while m < n and rank[m] <= j + 1.0:
                         m += 1
-                    a = alpha[m - 1] if m > 0 else 0.0
-                    b = beta[m] if m < n else 0.0
-                    c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
-                    _, _, anchor, offset = _root(j + 0.5 - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]),
-                                                 np.float64(y[yr, min(m, n - 1)]))
+                    _, _, anchor, offset = _gap(y, yr, e, alpha, beta, j + 0.5, m)
                     out[r, j] = anchor + tr * offset
             else:
                 inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
@@ -255,19 +253,17 @@ def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, need_
     for j in range(n):
         while m < n and rank[m] <= j + 1.0:
             m += 1
-        a = alpha[m - 1] if m > 0 else 0.0
-        b = beta[m] if m < n else 0.0
-        c = a * b * e[m - 1] if (m > 0 and m < n) else 0.0
-        p, q, _, _ = _root(j + 0.5 - m, a, b, c, np.float64(y[yr, max(m - 1, 0)]),
-                           np.float64(y[yr, min(m, n - 1)]))
+        p, q, _, _ = _gap(y, yr, e, alpha, beta, j + 0.5, m)
         gj = np.float64(g[r, j]) / (p + q)
         el[j] = 0.0
         er[j] = 0.0
-        if p > 0.0:
+        if p > 0.0:  # then m > 0 (p = 0 on the first gap)
+            a = alpha[m - 1]
             el[j] = gj * p / a
             if need_t:
                 total_t += gj * p * (math.log(a) - math.log(p) + da[m - 1] / a)
-        if q > 0.0:
+        if q > 0.0:  # then m < n (q = 0 on the last gap)
+            b = beta[m]
             er[j] = gj * q / b
             if need_t:
                 total_t -= gj * q * (math.log(b) - math.log(q) + db[m] / b)
@@ -405,11 +401,7 @@ class _Layout:
         self.steps = np.array([y_step, t_step, k_step], np.int64)
 
     def _rows(self, a, batch, n):
-        if math.prod(batch) == 1:
-            return np.ascontiguousarray(a).reshape((1, n) if n else (1,)), 0
-        if tuple(batch) != tuple(self.batch):
-            a = np.broadcast_to(a, self.batch + ((n,) if n else ()))
-        return np.ascontiguousarray(a).reshape((self.rows, n) if n else (self.rows,)), 1
+        return as_rows(a, batch, self.batch, n)
 
     def full(self, a):
         return np.ascontiguousarray(np.broadcast_to(a, self.batch + (self.n,))).reshape(self.rows, self.n)
