@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--ops", default="rank,sort", help="rank, sort or rank,sort")
     p.add_argument("--repeats", type=int, default=30, help="timed rounds per size (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per contender and size")
+    p.add_argument("--settle", type=int, default=1,
+                   help="untimed calls of a contender right before each of its timed calls, so that "
+                        "no timing pays for the caches and thread pools the previous contender left")
     p.add_argument("--budget", type=float, default=10.0,
                    help="seconds per contender and size: past it a slow contender stops warming "
                         "up, and stops timing once it has --min-repeats calls")
@@ -56,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=1.0,
                    help="softops temperature = torchsort regularization_strength = softness")
     p.add_argument("--frameworks", default="torch,jax", help="torch, jax or torch,jax")
+    p.add_argument("--only", default="",
+                   help="comma-separated substrings: run only contenders whose name contains one "
+                        "(e.g. 'softops,torchsort,sort (fwd)'); default all")
     p.add_argument("--output", default=None,
                    help="path stem for STEM.md and STEM.json "
                         "(default benchmarks/results/bench_sort; --quick writes nothing unless given)")
@@ -68,6 +74,7 @@ def parse_args(argv=None):
     a.sizes = [int(s) for s in a.sizes.split(",") if s]
     a.ops = [s for s in a.ops.split(",") if s]
     a.frameworks = [s for s in a.frameworks.split(",") if s]
+    a.only = [s for s in a.only.split(",") if s]
     if a.output is None and not a.quick:
         a.output = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sort")
     return a
@@ -341,6 +348,8 @@ def time_size(steps: dict, args, errors: dict, progress=None):
             if k in errors or (len(samples[k]) >= args.min_repeats and sum(samples[k]) > args.budget):
                 continue
             try:
+                for _ in range(args.settle):
+                    step()
                 t0 = time.perf_counter()
                 step()
                 samples[k].append(time.perf_counter() - t0)
@@ -360,6 +369,8 @@ def run(args):
         tqdm = None
     rng = np.random.default_rng(args.seed)
     cons = contenders(args.ops, args.frameworks, args.temperature)
+    if args.only:
+        cons = [c for c in cons if any(s in c.name for s in args.only)]
     status = {}     # (key, op) -> reason it did not run at all
     results = []    # dicts: framework, name, op, n, batch, median_ms, samples / error
     progress = tqdm(total=len(args.sizes) * args.repeats, desc="rounds", file=sys.stderr) if tqdm else None

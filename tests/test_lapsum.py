@@ -439,11 +439,13 @@ def test_kernel_gradients_match_finite_differences(op, rng):
     def forward(xx, tt, kk):
         order = np.argsort(xx, -1)
         y = np.take_along_axis(xx, order, -1)
-        return lapsum_kernel.forward(op, y, order, tt, kk if op == "mask" else None)
+        return lapsum_kernel.forward(op, y, order, tt, kk if op == "mask" else None)[0]
 
     order = np.argsort(x, -1)
-    gx, gt, gk = lapsum_kernel.backward(op, np.take_along_axis(x, order, -1), order, t, g,
-                                        k if op == "mask" else None)
+    y = np.take_along_axis(x, order, -1)
+    kk = k if op == "mask" else None
+    _, aux, gaps = lapsum_kernel.forward(op, y, order, t, kk)
+    gx, gt, gk = lapsum_kernel.backward(op, y, order, t, aux, gaps, g, kk)
     np.testing.assert_allclose(gx, finite_difference_vjp(lambda a: forward(a, t, k), x, g), rtol=1e-6, atol=1e-8)
     fd_t = finite_difference_vjp(lambda a: forward(x, a, k), t, g)
     np.testing.assert_allclose(gt.sum(), fd_t[0], rtol=1e-6, atol=1e-8)
@@ -468,8 +470,9 @@ def test_kernel_hostile(t):
         order = np.argsort(x, -1)
         y = np.take_along_axis(x, order, -1)
         for op, k in (("rank", None), ("sort", None), ("mask", np.array(0.4 * n)), ("mask", np.array(n // 2 + 0.0))):
-            out = lapsum_kernel.forward(op, y, order, np.array([t]), k)
-            grads = lapsum_kernel.backward(op, y, order, np.array([t]), np.cos(np.arange(x.size)).reshape(x.shape), k)
+            out, aux, gaps = lapsum_kernel.forward(op, y, order, np.array([t]), k)
+            grads = lapsum_kernel.backward(op, y, order, np.array([t]), aux, gaps,
+                                           np.cos(np.arange(x.size)).reshape(x.shape), k)
             assert np.all(np.isfinite(out)), (op, t, x)
             for g in grads:
                 assert np.all(np.isfinite(g)), (op, t, x)
@@ -509,11 +512,11 @@ def test_kernel_dtypes(dtype, rng):
     t, k = np.array([0.3]), np.array([7.5])
     for op in ("rank", "sort", "mask"):
         kk = k if op == "mask" else None
-        want = lapsum_kernel.forward(op, np.take_along_axis(x, order, -1), order, t, kk)
+        want, *_ = lapsum_kernel.forward(op, np.take_along_axis(x, order, -1), order, t, kk)
         xd = x.astype(dtype)
         order_d = np.argsort(xd, -1)
-        got = lapsum_kernel.forward(op, np.take_along_axis(xd, order_d, -1), order_d, t.astype(dtype),
-                                    None if kk is None else kk.astype(dtype))
+        got, *_ = lapsum_kernel.forward(op, np.take_along_axis(xd, order_d, -1), order_d, t.astype(dtype),
+                                       None if kk is None else kk.astype(dtype))
         assert got.dtype == np.dtype(dtype)
         eps = float(np.finfo(dtype).eps)
         np.testing.assert_allclose(got, want, atol=40 * eps * (1 + np.abs(want).max()))

@@ -93,12 +93,12 @@ class Backend(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def lapsum_forward(self, op: str, y, order, t, k=None):
-        """See ``softops._kernels.lapsum.forward``."""
+    def lapsum_forward(self, op: str, y, order, t, k=None, need_t=True):
+        """``(out, aux, gaps)``: see ``softops._kernels.lapsum.forward``."""
         ...
 
     @abc.abstractmethod
-    def lapsum_backward(self, op: str, y, order, t, g, k=None, need_t=True):
+    def lapsum_backward(self, op: str, y, order, t, aux, gaps, g, k=None, need_t=True):
         """``(gx, gt, gk)``: see ``softops._kernels.lapsum.backward``."""
         ...
 

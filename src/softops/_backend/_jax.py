@@ -94,15 +94,15 @@ class JaxBackend(Backend):
             return jax.default_backend() == "cpu"
         return all(d.platform == "cpu" for d in x.devices())
 
-    def lapsum_forward(self, op, y, order, t, k=None):
+    def lapsum_forward(self, op, y, order, t, k=None, need_t=True):
         from softops._kernels import jax_ops
 
-        return jax_ops.lapsum_forward(op, y, order, t, k)
+        return jax_ops.lapsum_forward(op, y, order, t, k, need_t)
 
-    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
+    def lapsum_backward(self, op, y, order, t, aux, gaps, g, k=None, need_t=True):
         from softops._kernels import jax_ops
 
-        return jax_ops.lapsum_backward(op, y, order, t, g, k, need_t)
+        return jax_ops.lapsum_backward(op, y, order, t, aux, gaps, g, k, need_t)
 
 
 JAX = JaxBackend()

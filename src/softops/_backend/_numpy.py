@@ -60,15 +60,15 @@ class NumpyBackend(Backend):
 
         return HAVE_NUMBA
 
-    def lapsum_forward(self, op, y, order, t, k=None):
+    def lapsum_forward(self, op, y, order, t, k=None, need_t=True):
         from softops._kernels.lapsum import forward
 
-        return forward(op, y, order, t, k)
+        return forward(op, y, order, t, k, need_t)
 
-    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
+    def lapsum_backward(self, op, y, order, t, aux, gaps, g, k=None, need_t=True):
         from softops._kernels.lapsum import backward
 
-        return backward(op, y, order, t, g, k, need_t)
+        return backward(op, y, order, t, aux, gaps, g, k, need_t)
 
 
 NUMPY = NumpyBackend()

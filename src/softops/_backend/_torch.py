@@ -124,15 +124,15 @@ class TorchBackend(Backend):
 
         return HAVE_NUMBA and x.device.type == "cpu"
 
-    def lapsum_forward(self, op, y, order, t, k=None):
+    def lapsum_forward(self, op, y, order, t, k=None, need_t=True):
         from softops._kernels import torch_ops
 
-        return torch_ops.lapsum_forward(y, order, t, k, op)
+        return torch_ops.lapsum_forward(y, order, t, k, op, need_t)
 
-    def lapsum_backward(self, op, y, order, t, g, k=None, need_t=True):
+    def lapsum_backward(self, op, y, order, t, aux, gaps, g, k=None, need_t=True):
         from softops._kernels import torch_ops
 
-        return torch_ops.lapsum_backward(y, order, t, g, k, op, need_t)
+        return torch_ops.lapsum_backward(y, order, t, aux, gaps, g, k, op, need_t)
 
 
 TORCH = TorchBackend()

@@ -80,24 +80,33 @@ def sort_rows(x):
 # --- LapSum (softops._kernels.lapsum): CPU only; ``k`` is None but for the mask ---
 
 
-def _host_lapsum_forward(y, order, t, k=None, *, op):
-    return lapsum.forward(op, _host(y), _host(order), _host(t), _host(k))
+def _host_lapsum_forward(y, order, t, k=None, *, op, need_t):
+    return lapsum.forward(op, _host(y), _host(order), _host(t), _host(k), need_t)
 
 
-def _host_lapsum_backward(y, order, t, g, k=None, *, op, need_t):
-    return lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k), need_t)
+def _host_lapsum_backward(y, order, t, aux, gaps, g, k=None, *, op, need_t):
+    return lapsum.backward(op, _host(y), _host(order), _host(t), _host(aux), _host(gaps), _host(g), _host(k),
+                           need_t)
 
 
 def _lapsum_batch(y, t, k):
     return jnp.broadcast_shapes(y.shape[:-1], t.shape, () if k is None else k.shape)
 
 
-def lapsum_forward(op, y, order, t, k=None):
-    shape = jax.ShapeDtypeStruct((*_lapsum_batch(y, t, k), y.shape[-1]), y.dtype)
-    return _callback(functools.partial(_host_lapsum_forward, op=op), shape, y, order, t, k)
+def lapsum_forward(op, y, order, t, k=None, need_t=True):
+    batch, n = _lapsum_batch(y, t, k), y.shape[-1]
+    aux, gaps = lapsum.aux_shapes(op, batch, n)
+    shapes = (jax.ShapeDtypeStruct((*batch, n), y.dtype), jax.ShapeDtypeStruct(aux, _lapsum_work(y.dtype)),
+              jax.ShapeDtypeStruct(gaps, jnp.int32))
+    return _callback(functools.partial(_host_lapsum_forward, op=op, need_t=need_t), shapes, y, order, t, k)
 
 
-def lapsum_backward(op, y, order, t, g, k=None, need_t=True):
+def lapsum_backward(op, y, order, t, aux, gaps, g, k=None, need_t=True):
     batch = _lapsum_batch(y, t, k)
     shapes = (jax.ShapeDtypeStruct((*batch, y.shape[-1]), y.dtype),) + (jax.ShapeDtypeStruct(batch, y.dtype),) * 2
-    return _callback(functools.partial(_host_lapsum_backward, op=op, need_t=need_t), shapes, y, order, t, g, k)
+    return _callback(functools.partial(_host_lapsum_backward, op=op, need_t=need_t), shapes,
+                     y, order, t, aux, gaps, g, k)
+
+
+def _lapsum_work(dtype):
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32

@@ -44,6 +44,13 @@ underflow when ``T`` is tiny against the gaps); terms ``e^{-a}`` with ``a >
 700`` are dropped.  Sums run in float64 whatever the dtype.  Tied knots get
 exactly equal ranks (a tied knot copies its predecessor's rank).
 
+The forward pass hands the backward pass the coefficients of the backward map
+(``aux`` and, for the sort, ``gaps``: every ``e_j``, the rank's ``alpha_j +
+beta_j``, the sort's ``m_k``, ``P_k / (alpha_{m-1} D_k)`` and ``Q_k / (beta_m
+D_k)``, and the derivatives in ``T`` when ``T`` needs a gradient), so the
+backward pass is a few linear recurrences: no transcendental function and no
+division.
+
 ``forward`` / ``backward`` run the numba kernels (``@njit(parallel=True,
 cache=True, nogil=True)``, rows in parallel, compiled lazily); without numba
 they run the same functions as plain Python (slow: the methods module uses its
@@ -60,9 +67,10 @@ import math
 
 import numpy as np
 
+from softops._kernels import fastexp
 from softops._kernels._rows import as_rows
 
-__all__ = ["OPS", "HAVE_NUMBA", "forward", "backward", "numba_available"]
+__all__ = ["OPS", "HAVE_NUMBA", "aux_shapes", "forward", "backward", "numba_available"]
 
 # Whether numba is installed, known without importing it (and so without
 # compiling anything): the methods pick the kernel or their twin by it, also
@@ -71,17 +79,34 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 OPS = ("rank", "sort", "mask")
 _OP = {name: i for i, name in enumerate(OPS)}
+# forward's aux channels per element: e_j, then rank: alpha_j + beta_j and
+# beta'_j - alpha'_j; sort: u_k, v_k and ds_k/dT (see _sort_forward).
+_AUX = {"rank": 3, "sort": 4, "mask": 1}
 _BIG = 700.0  # terms e^{-a} with a beyond this are dropped
 
 
 # --- per-row helpers (njit-ed when numba is there) ----------------------------------
 
 
-def _knots_py(y, r, t, e, alpha, beta, rank):
-    """Fill ``e_j = d_j``, ``alpha``, ``beta`` and the sorted ranks of row ``r``."""
+def _block_knots_py(y, t, steps, lo, hi, block):
+    """``block[(r - lo) n + j] = e_j`` of rows ``lo <= r < hi`` (``e_{n-1} = 0``).
+    The exponents are written first and exponentiated in one flat loop, which
+    the compiler vectorises however short the rows are."""
     n = y.shape[1]
-    for j in range(n - 1):
-        e[j] = math.exp(-(np.float64(y[r, j + 1]) - np.float64(y[r, j])) / t)
+    for r in range(lo, hi):
+        yr = r * steps[0]
+        scale = -1.0 / np.float64(t[r * steps[1]])
+        base = (r - lo) * n
+        for j in range(n - 1):
+            block[base + j] = (np.float64(y[yr, j + 1]) - np.float64(y[yr, j])) * scale
+        block[base + n - 1] = -np.inf
+    for i in range((hi - lo) * n):
+        block[i] = _exp(block[i])
+
+
+def _recurrences_py(y, r, e, alpha, beta, rank):
+    """``alpha``, ``beta`` and the sorted ranks of row ``r`` from its ``e``."""
+    n = y.shape[1]
     alpha[0] = 1.0
     for j in range(1, n):
         alpha[j] = 1.0 + e[j - 1] * alpha[j - 1]
@@ -150,28 +175,39 @@ def _mask_target_py(n, k):
 # --- row kernels ----------------------------------------------------------------------
 
 
-def _forward_rows(y, order, t, k, steps, op, out):
+def _forward_rows(y, order, t, k, steps, op, need_t, out, aux, gaps):
     rows, n = out.shape
     chunks = min(rows, _CHUNKS)
     for chunk in _prange(chunks):
+        lo = chunk * rows // chunks
+        hi = (chunk + 1) * rows // chunks
+        block = np.empty((hi - lo) * n, np.float64)
+        _block_knots(y, t, steps, lo, hi, block)
         e = np.empty(max(n - 1, 1), np.float64)
         alpha = np.empty(n, np.float64)
         beta = np.empty(n, np.float64)
         rank = np.empty(n, np.float64)
-        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+        da = np.empty(n, np.float64)
+        db = np.empty(n, np.float64)
+        counts = np.empty(n + 1, np.int64)
+        for r in range(lo, hi):
             yr = r * steps[0]
             tr = np.float64(t[r * steps[1]])
-            _knots(y, yr, tr, e, alpha, beta, rank)
+            base = (r - lo) * n
+            for j in range(n):
+                aux[r, j, 0] = block[base + j]
+            for j in range(n - 1):
+                e[j] = block[base + j]
+            _recurrences(y, yr, e, alpha, beta, rank)
+            if need_t and op != 2:
+                _derivatives(y, yr, tr, e, alpha, beta, da, db)
             if op == 0:
                 for j in range(n):
                     out[r, order[yr, j]] = rank[j]
+                    aux[r, j, 1] = alpha[j] + beta[j]
+                    aux[r, j, 2] = db[j] - da[j] if need_t else 0.0
             elif op == 1:
-                m = 0
-                for j in range(n):
-                    while m < n and rank[m] <= j + 1.0:
-                        m += 1
-                    _, _, anchor, offset = _gap(y, yr, e, alpha, beta, j + 0.5, m)
-                    out[r, j] = anchor + tr * offset
+                _sort_forward(y, r, yr, tr, e, alpha, beta, rank, da, db, need_t, counts, out, aux, gaps)
             else:
                 inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
                 if not inside:
@@ -185,11 +221,70 @@ def _forward_rows(y, order, t, k, steps, op, out):
                 _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
                 for j in range(n):
                     v = (np.float64(y[yr, j]) - anchor) / tr - offset
-                    p = 0.5 * math.exp(-abs(v))
+                    p = 0.5 * _exp(-abs(v))
                     out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
 
 
-def _backward_rows(y, order, t, k, g, steps, op, need_t, gy, gt, gk):
+def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, out, aux, gaps):
+    """The sorted row and its backward coefficients.  On gap ``m = m_k`` (``a =
+    alpha_{m-1}``, ``b = beta_m``, ``c = a b d_{m-1}``, 0 for a missing knot) the
+    target ``k + 1/2`` is never a knot's rank, so ``d = k + 1/2 - m != 0`` and
+    ``_root``'s larger root is ``|d| + sqrt(d^2 + c)``.  With ``e^{-w_l} = P_k /
+    a``, ``e^{-w_r} = Q_k / b`` (``w_l = (s_k - y_{m-1})/T``, ``w_r = (y_m -
+    s_k)/T``) and ``D_k = P_k + Q_k``: ``ds_k/dy_i = u_k e^{-(y_{m-1} - y_i)/T}``
+    for ``i < m`` with ``u_k = P_k / (a D_k)`` and ``v_k e^{-(y_i - y_m)/T}`` for
+    ``i >= m`` with ``v_k = Q_k / (b D_k)``; both come from one division (for
+    ``d > 0``, ``R = 1 / (b (Q^2 + c))``, ``u = b^2 d_{m-1} R``, ``v = Q^2 R``;
+    mirrored for ``d < 0``), and the output from one logarithm, ``log(Q / b)`` or
+    ``-log(P / a)``.  ``ds_k/dT = (P_k (w_l + alpha'_{m-1} / a) - Q_k
+    (w_r + beta'_m / b)) / D_k``.  ``aux`` gets ``u_k, v_k`` and that derivative
+    (``need_t``), ``gaps`` gets ``m_k``."""
+    n = alpha.shape[0]
+    # m_k = #{i : rank_i <= k + 1}: knot i counts from k = ceil(rank_i) - 1 on
+    # (a histogram and its running sum: no data-dependent branch).
+    for i in range(n + 1):
+        counts[i] = 0
+    for i in range(n):
+        first = n
+        if rank[i] >= 0.0:  # False for NaN
+            first = min(int(math.ceil(rank[i])) - 1, n)
+        counts[max(first, 0)] += 1
+    m = 0
+    for j in range(n):
+        m += counts[j]
+        d = j + 0.5 - m
+        right = d > 0  # then m < n and b >= 1; else m > 0 and a >= 1
+        a = alpha[max(m - 1, 0)] if m > 0 else 0.0
+        b = beta[min(m, n - 1)] if m < n else 0.0
+        em = e[min(max(m - 1, 0), max(n - 2, 0))] if (m > 0 and m < n) else 0.0
+        c = a * b * em
+        big = abs(d) + math.sqrt(d * d + c)  # Q_k if right else P_k
+        knot = b if right else a
+        inv = 1.0 / (knot * (big * big + c))
+        near = big * big * inv
+        far = knot * knot * em * inv
+        offset = math.log(big / knot)
+        if right:
+            out[r, j] = np.float64(y[yr, min(m, n - 1)]) + t * offset
+        else:
+            out[r, j] = np.float64(y[yr, max(m - 1, 0)]) - t * offset
+        aux[r, j, 1] = far if right else near
+        aux[r, j, 2] = near if right else far
+        dt = 0.0
+        if need_t:
+            small = c / big
+            p = small if right else big
+            q = big if right else small
+            if p > 0.0:
+                dt += p * (math.log(a) - math.log(p) + da[m - 1] / a)
+            if q > 0.0:
+                dt -= q * (math.log(b) - math.log(q) + db[m] / b)
+            dt /= p + q
+        aux[r, j, 3] = dt
+        gaps[r, j] = m
+
+
+def _backward_rows(y, order, t, k, aux, gaps, g, steps, op, need_t, gy, gt, gk):
     rows, n = gy.shape
     chunks = min(rows, _CHUNKS)
     for chunk in _prange(chunks):
@@ -197,35 +292,31 @@ def _backward_rows(y, order, t, k, g, steps, op, need_t, gy, gt, gk):
         alpha = np.empty(n, np.float64)
         beta = np.empty(n, np.float64)
         rank = np.empty(n, np.float64)
-        da = np.empty(n, np.float64)
-        db = np.empty(n, np.float64)
         wl = np.empty(n, np.float64)
         wr = np.empty(n, np.float64)
-        gaps = np.empty(n, np.int64)
         for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
             yr = r * steps[0]
             tr = np.float64(t[r * steps[1]])
-            _knots(y, yr, tr, e, alpha, beta, rank)
             if op == 0:
-                if need_t:
-                    _derivatives(y, yr, tr, e, alpha, beta, da, db)
-                _rank_backward(g, r, order, yr, tr, e, alpha, beta, da, db, need_t, wl, gy, gt)
+                _rank_backward(g, r, order, yr, tr, aux, need_t, wl, gy, gt)
             elif op == 1:
-                if need_t:
-                    _derivatives(y, yr, tr, e, alpha, beta, da, db)
-                _sort_backward(y, g, r, order, yr, tr, e, alpha, beta, rank, da, db, need_t, wl, wr, gaps, gy,
-                               gt)
+                _sort_backward(g, r, order, yr, aux, gaps, need_t, wl, wr, gy, gt)
             else:
+                for j in range(n - 1):
+                    e[j] = aux[r, j, 0]
+                _recurrences(y, yr, e, alpha, beta, rank)
                 _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
                                wl, wr, gy, gt, gk)
 
 
-def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, need_t, acc, gy, gt):
-    """``acc`` holds ``A_j``; ``B_j`` runs backwards alongside the output."""
-    n = alpha.shape[0]
+def _rank_backward_py(g, r, order, yr, t, aux, need_t, acc, gy, gt):
+    """``gy_j = (g_j (alpha_j + beta_j) - A_j - B_j) / (2T)`` (``aux``: ``e_j``,
+    ``alpha_j + beta_j``, ``beta'_j - alpha'_j``); ``acc`` holds ``A_j``, ``B_j``
+    runs backwards alongside the output."""
+    n = acc.shape[0]
     a = 0.0
     for j in range(n):
-        a = np.float64(g[r, order[yr, j]]) + (e[j - 1] * a if j > 0 else 0.0)
+        a = np.float64(g[r, order[yr, j]]) + (np.float64(aux[r, j - 1, 0]) * a if j > 0 else 0.0)
         acc[j] = a
     b = 0.0
     total_t = 0.0
@@ -233,61 +324,39 @@ def _rank_backward_py(g, r, order, yr, t, e, alpha, beta, da, db, need_t, acc, g
     for j in range(n - 1, -1, -1):
         oj = order[yr, j]
         gj = np.float64(g[r, oj])
-        b = gj + (e[j] * b if j < n - 1 else 0.0)
-        gy[r, oj] = (gj * (alpha[j] + beta[j]) - acc[j] - b) * half
+        b = gj + np.float64(aux[r, j, 0]) * b
+        gy[r, oj] = (gj * np.float64(aux[r, j, 1]) - acc[j] - b) * half
         if need_t:
-            total_t += gj * (db[j] - da[j])
+            total_t += gj * np.float64(aux[r, j, 2])
     gt[r] = total_t * half
 
 
-def _sort_backward_py(y, g, r, order, yr, t, e, alpha, beta, rank, da, db, need_t, el, er, gaps, gy, gt):
-    """With ``P_k, Q_k`` of ``_root``: ``e^{-w_l} = P_k / alpha_{m-1}``,
-    ``e^{-w_r} = Q_k / beta_m`` (``w_l = (s_k - y_{m-1})/T``, ``w_r = (y_m - s_k)/T``),
-    so ``D_k = P_k + Q_k`` and ``sum_i e^{-|u|} u = P_k (w_l + alpha'_{m-1} /
-    alpha_{m-1}) - Q_k (w_r + beta'_m / beta_m)``.  ``el_k, er_k = g_k e^{-w_l} /
-    D_k, g_k e^{-w_r} / D_k``; then ``gy_i = P_i + Q_i`` with ``P_i = sum_{m_k <= i}
-    g_k e^{-(y_i - s_k)/T} / D_k`` forwards and ``Q_i = sum_{m_k > i} ...`` backwards."""
-    n = alpha.shape[0]
-    m = 0
+def _sort_backward_py(g, r, order, yr, aux, gaps, need_t, left, right, gy, gt):
+    """``gy_i = P_i + Q_i`` with ``P_i = sum_{m_k <= i} g_k v_k e^{-(y_i - y_{m_k})/T}``
+    forwards and ``Q_i = sum_{m_k > i} g_k u_k e^{-(y_{m_k - 1} - y_i)/T}``
+    backwards (``_sort_forward``): each ``g_k u_k`` is added at knot ``m_k - 1``
+    and each ``g_k v_k`` at knot ``m_k``, then two recurrences in ``e``."""
+    n = left.shape[0]
+    for i in range(n):
+        left[i] = 0.0
+        right[i] = 0.0
     total_t = 0.0
     for j in range(n):
-        while m < n and rank[m] <= j + 1.0:
-            m += 1
-        p, q, _, _ = _gap(y, yr, e, alpha, beta, j + 0.5, m)
-        gj = np.float64(g[r, j]) / (p + q)
-        el[j] = 0.0
-        er[j] = 0.0
-        if p > 0.0:  # then m > 0 (p = 0 on the first gap)
-            a = alpha[m - 1]
-            el[j] = gj * p / a
-            if need_t:
-                total_t += gj * p * (math.log(a) - math.log(p) + da[m - 1] / a)
-        if q > 0.0:  # then m < n (q = 0 on the last gap)
-            b = beta[m]
-            er[j] = gj * q / b
-            if need_t:
-                total_t -= gj * q * (math.log(b) - math.log(q) + db[m] / b)
-        gaps[j] = m
+        gj = np.float64(g[r, j])
+        m = gaps[r, j]
+        # u_k = 0 when m_k = 0 and v_k = 0 when m_k = n: clamped, they add nothing.
+        left[max(m - 1, 0)] += gj * np.float64(aux[r, j, 1])
+        right[min(m, n - 1)] += gj * np.float64(aux[r, j, 2])
+        if need_t:
+            total_t += gj * np.float64(aux[r, j, 3])
     gt[r] = total_t
-    # P_i forwards (k with m_k <= i reach y_i from the left: weight e^{-w_r} at y_{m_k}).
     p = 0.0
-    kk = 0
     for i in range(n):
-        p = e[i - 1] * p if i > 0 else 0.0
-        while kk < n and gaps[kk] <= i:
-            if gaps[kk] == i:
-                p += er[kk]
-            kk += 1
+        p = right[i] + (np.float64(aux[r, i - 1, 0]) * p if i > 0 else 0.0)
         gy[r, order[yr, i]] = p
-    # Q_i backwards (k with m_k > i: weight e^{-w_l} at y_{m_k - 1}).
     q = 0.0
-    kk = n - 1
     for i in range(n - 1, -1, -1):
-        q = e[i] * q if i < n - 1 else 0.0
-        while kk >= 0 and gaps[kk] > i:
-            if gaps[kk] == i + 1:
-                q += el[kk]
-            kk -= 1
+        q = left[i] + np.float64(aux[r, i, 0]) * q
         gy[r, order[yr, i]] += q
 
 
@@ -318,7 +387,7 @@ def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy,
     for j in range(n):
         gj = np.float64(g[r, order[yr, j]])
         a = abs(v[j]) - shift
-        eh = math.exp(-a) if a <= _BIG else 0.0
+        eh = _exp(-a) if a <= _BIG else 0.0
         ex[j] = eh
         if eh > 0.0:
             dh += eh
@@ -336,12 +405,15 @@ def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy,
 
 
 _prange = range
-_knots = _knots_py
+_exp = fastexp.exp_nonpositive_py
+_block_knots = _block_knots_py
+_recurrences = _recurrences_py
 _derivatives = _derivatives_py
 _root = _root_py
 _gap = _gap_py
 _mask_target = _mask_target_py
 _rank_backward = _rank_backward_py
+_sort_forward = _sort_forward_py
 _sort_backward = _sort_backward_py
 _mask_backward = _mask_backward_py
 # Rows are split into this many chunks, which the threads share.
@@ -351,19 +423,22 @@ _CHUNKS = 64
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _knots, _derivatives, _root, _gap, _mask_target
-    global _rank_backward, _sort_backward, _mask_backward
+    global _prange, _exp, _block_knots, _recurrences, _derivatives, _root, _gap, _mask_target
+    global _rank_backward, _sort_forward, _sort_backward, _mask_backward
     try:
         import numba
     except ImportError:
         return None
     jit = numba.njit(cache=True, nogil=True, inline="always")
+    _exp = fastexp.compiled()
     # Helpers first: the kernels resolve these globals when they compile.
-    _knots, _derivatives = jit(_knots_py), jit(_derivatives_py)
+    _recurrences = jit(_recurrences_py)
+    _block_knots, _derivatives = jit(_block_knots_py), jit(_derivatives_py)
     _root = jit(_root_py)
     _gap = jit(_gap_py)
     _mask_target = jit(_mask_target_py)
     _rank_backward, _sort_backward = jit(_rank_backward_py), jit(_sort_backward_py)
+    _sort_forward = jit(_sort_forward_py)
     _mask_backward = jit(_mask_backward_py)
     _prange = numba.prange
     parallel = numba.njit(parallel=True, cache=True, nogil=True)
@@ -407,28 +482,47 @@ class _Layout:
         return np.ascontiguousarray(np.broadcast_to(a, self.batch + (self.n,))).reshape(self.rows, self.n)
 
 
-def forward(op: str, y, order, t, k=None):
-    """The ranks (caller's order), the sort (sorted order) or the top-k mask
-    (caller's order) of rows ``y`` sorted ascending by ``order``; ``k`` for the
-    mask only.  Shape ``(*batch, n)``, ``y``'s dtype."""
+def aux_shapes(op: str, batch, n) -> tuple:
+    """The shapes of ``forward``'s ``aux`` and ``gaps`` for rows of shape ``(*batch, n)``."""
+    return (*batch, n, _AUX[op]), (*batch, n if op == "sort" else 0)
+
+
+def forward(op: str, y, order, t, k=None, need_t=True):
+    """``(out, aux, gaps)``: the ranks (caller's order), the sort (sorted order)
+    or the top-k mask (caller's order) of rows ``y`` sorted ascending by
+    ``order`` (``k`` for the mask only), shape ``(*batch, n)`` in ``y``'s dtype;
+    and what ``backward`` needs besides (``aux_shapes``): ``aux`` (in the dtype
+    the kernel computes in: float64 for float64 rows, else float32) holds every
+    ``e_j`` and the operation's coefficients of the backward map (``T``'s only
+    with ``need_t``), ``gaps`` (int32, the sort only) each output's gap ``m_k``.
+    The backward pass then evaluates no exponential, logarithm, square root or
+    division."""
     lay = _Layout(y, order, t, k)
+    aux_shape, gaps_shape = aux_shapes(op, lay.batch, lay.n)
     out = np.empty((lay.rows, lay.n), lay.work)
-    _kernels()[0](lay.y, lay.order, lay.t, lay.k, lay.steps, _OP[op], out)
-    return out.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,))
+    aux = np.empty((lay.rows,) + aux_shape[-2:], lay.work)
+    gaps = np.empty((lay.rows, gaps_shape[-1]), np.int32)
+    _kernels()[0](lay.y, lay.order, lay.t, lay.k, lay.steps, _OP[op], bool(need_t), out, aux, gaps)
+    return (out.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)), aux.reshape(aux_shape),
+            gaps.reshape(gaps_shape))
 
 
-def backward(op: str, y, order, t, g, k=None, need_t=True):
+def backward(op: str, y, order, t, aux, gaps, g, k=None, need_t=True):
     """``(gx, gt, gk)`` (``gk`` is 0 but for the mask): the cotangents of the caller's row
     ``x`` (shape ``(*batch, n)``, caller's order) and of ``t`` and ``k`` per row
-    (shape ``batch``; sum them to the inputs' shapes yourself), given the
-    cotangent ``g`` of ``forward(op, ...)`` (in the order it was returned in).
-    ``need_t=False`` skips ``gt`` (returned as 0) where it costs extra work."""
+    (shape ``batch``; sum them to the inputs' shapes yourself), given ``aux``
+    and ``gaps`` from ``forward(op, ..., need_t)`` and the cotangent ``g`` of its
+    output (in the order it was returned in).  ``need_t=False`` skips ``gt``
+    (returned as 0)."""
     lay = _Layout(y, order, t, k)
     gy = np.empty((lay.rows, lay.n), lay.work)
-    gt = np.empty(lay.rows, np.float64)
+    gt = np.zeros(lay.rows, np.float64)
     gk = np.zeros(lay.rows, np.float64)
-    _kernels()[1](lay.y, lay.order, lay.t, lay.k, lay.full(np.asarray(g).astype(lay.work, copy=False)), lay.steps, _OP[op],
-                  bool(need_t), gy, gt, gk)
+    aux_shape, gaps_shape = aux_shapes(op, lay.batch, lay.n)
+    aux = np.ascontiguousarray(np.broadcast_to(aux, aux_shape)).reshape((lay.rows,) + aux_shape[-2:])
+    gaps = np.ascontiguousarray(np.broadcast_to(gaps, gaps_shape)).reshape(lay.rows, gaps_shape[-1])
+    _kernels()[1](lay.y, lay.order, lay.t, lay.k, aux, gaps, lay.full(np.asarray(g).astype(lay.work, copy=False)),
+                  lay.steps, _OP[op], bool(need_t), gy, gt, gk)
     return (
         gy.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)),
         gt.astype(lay.dtype).reshape(lay.batch),

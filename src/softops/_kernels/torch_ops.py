@@ -190,46 +190,53 @@ def _lapsum_batch(y, t, k):
 
 @torch.library.custom_op("softops::lapsum_forward", mutates_args=())
 def lapsum_forward(y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, k: Optional[torch.Tensor],
-                   op: str) -> torch.Tensor:
-    return torch.from_numpy(lapsum.forward(op, _host(y), _host(order), _host(t), _host(k)))
+                   op: str, need_t: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    arrays = lapsum.forward(op, _host(y), _host(order), _host(t), _host(k), need_t)
+    return tuple(torch.from_numpy(a) for a in arrays)
 
 
 @lapsum_forward.register_fake
-def _(y, order, t, k, op):
-    return y.new_empty((*_lapsum_batch(y, t, k), y.shape[-1]))
+def _(y, order, t, k, op, need_t):
+    batch, n = _lapsum_batch(y, t, k), y.shape[-1]
+    aux, gaps = lapsum.aux_shapes(op, batch, n)
+    work = torch.float64 if y.dtype == torch.float64 else torch.float32
+    return y.new_empty((*batch, n)), y.new_empty(aux, dtype=work), y.new_empty(gaps, dtype=torch.int32)
 
 
 @torch.library.custom_op("softops::lapsum_backward", mutates_args=())
 def lapsum_backward(
-    y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, g: torch.Tensor, k: Optional[torch.Tensor],
-    op: str, need_t: bool,
+    y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, aux: torch.Tensor, gaps: torch.Tensor,
+    g: torch.Tensor, k: Optional[torch.Tensor], op: str, need_t: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = lapsum.backward(op, _host(y), _host(order), _host(t), _host(g), _host(k), need_t)
+    grads = lapsum.backward(op, _host(y), _host(order), _host(t), _host(aux), _host(gaps), _host(g), _host(k),
+                            need_t)
     return tuple(torch.from_numpy(a) for a in grads)
 
 
 @lapsum_backward.register_fake
-def _(y, order, t, g, k, op, need_t):
+def _(y, order, t, aux, gaps, g, k, op, need_t):
     batch = _lapsum_batch(y, t, k)
     return y.new_empty((*batch, y.shape[-1])), y.new_empty(batch), y.new_empty(batch)
 
 
 def _lapsum_setup_context(ctx, inputs, output):
-    y, order, t, k, op = inputs
-    ctx.op = op
-    ctx.save_for_backward(y, order, t, k)
+    y, order, t, k, op, need_t = inputs
+    ctx.op, ctx.need_t = op, need_t
+    ctx.save_for_backward(y, order, t, k, output[1], output[2])
 
 
-def _lapsum_backward(ctx, grad):
+def _lapsum_backward(ctx, grad, grad_aux, grad_gaps):
     # Only reached when torch.func.vmap re-enters the op with autograd active
     # (see isotonic_forward): the cotangent of the sorted y is gx gathered by order.
-    y, order, t, k = ctx.saved_tensors
-    gx, gt, gk = lapsum_backward(y, order, t, grad.contiguous(), k, ctx.op, ctx.needs_input_grad[2])
+    y, order, t, k, aux, gaps = ctx.saved_tensors
+    need_t = ctx.need_t and ctx.needs_input_grad[2]
+    gx, gt, gk = lapsum_backward(y, order, t, aux, gaps, grad.contiguous(), k, ctx.op, need_t)
     return (
         gx.gather(-1, order.long().expand_as(gx)).sum_to_size(y.shape),
         None,
         gt.sum_to_size(t.shape),
         None if k is None else gk.sum_to_size(k.shape),
+        None,
         None,
     )
 
@@ -237,14 +244,14 @@ def _lapsum_backward(ctx, grad):
 lapsum_forward.register_autograd(_lapsum_backward, setup_context=_lapsum_setup_context)
 
 
-def _lapsum_vmap_forward(info, in_dims, y, order, t, k, op):
+def _lapsum_vmap_forward(info, in_dims, y, order, t, k, op, need_t):
     y, order, t, k = _batch_first((y, order, t, k), in_dims[:4])
-    return lapsum_forward(y, order, t, k, op), 0
+    return lapsum_forward(y, order, t, k, op, need_t), (0, 0, 0)
 
 
-def _lapsum_vmap_backward(info, in_dims, y, order, t, g, k, op, need_t):
-    y, order, t, g, k = _batch_first((y, order, t, g, k), in_dims[:5])
-    return lapsum_backward(y, order, t, g, k, op, need_t), (0, 0, 0)
+def _lapsum_vmap_backward(info, in_dims, y, order, t, aux, gaps, g, k, op, need_t):
+    y, order, t, aux, gaps, g, k = _batch_first((y, order, t, aux, gaps, g, k), in_dims[:7])
+    return lapsum_backward(y, order, t, aux, gaps, g, k, op, need_t), (0, 0, 0)
 
 
 torch.library.register_vmap("softops::lapsum_forward", _lapsum_vmap_forward)

@@ -296,19 +296,20 @@ def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
 # functions: they must be hashable and equal across calls (see permutahedron).
 
 
-def _kernel_fwd(op):
+def _kernel_fwd(op, need_t):
     def fwd(xp, x, t, *k):
         backend = backend_of(x)
         y, order = backend.kernel_sort(x)
-        return backend.lapsum_forward(op, y, order, t, *k), (y, order, t[...], *(a[...] for a in k))
+        out, aux, gaps = backend.lapsum_forward(op, y, order, t, *(k or [None]), need_t=need_t)
+        return out, (y, order, t[...], aux, gaps, *(a[...] for a in k))
 
     return fwd
 
 
 def _kernel_bwd(op, need_t):
     def bwd(xp, out, residuals, g):
-        y, order, t, *k = residuals
-        gx, gt, gk = backend_of(y).lapsum_backward(op, y, order, t, g, *(k or [None]), need_t=need_t)
+        y, order, t, aux, gaps, *k = residuals
+        gx, gt, gk = backend_of(y).lapsum_backward(op, y, order, t, aux, gaps, g, *(k or [None]), need_t=need_t)
         grads = (gx, sum_to(xp, gt, t.shape))
         return grads + (sum_to(xp, gk, k[0].shape),) if k else grads
 
@@ -318,7 +319,7 @@ def _kernel_bwd(op, need_t):
 # Per operation and whether the temperature can need a gradient (a Python float
 # cannot: its cotangent, 0, is then not computed).
 _KERNEL_OPS = {
-    (op, need_t): (_kernel_fwd(op), _kernel_bwd(op, need_t))
+    (op, need_t): (_kernel_fwd(op, need_t), _kernel_bwd(op, need_t))
     for op in ("rank", "sort", "mask")
     for need_t in (False, True)
 }
