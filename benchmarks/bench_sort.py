@@ -341,10 +341,18 @@ def make_step(c: Contender, fn, x, g):
 
 
 def time_size(steps: dict, args, errors: dict, progress=None):
-    """Round-robin timing: each round calls every step once; returns medians in ms."""
+    """Round-robin timing: each round calls every step once, in a fresh random
+    order (seeded), so that no contender always runs right after the same
+    neighbour; returns medians in ms."""
+    import random
+
     samples = {k: [] for k in steps}
+    order = random.Random(args.seed)
+    keys = list(steps)
     for _ in range(args.repeats):
-        for k, step in steps.items():
+        order.shuffle(keys)
+        for k in keys:
+            step = steps[k]
             if k in errors or (len(samples[k]) >= args.min_repeats and sum(samples[k]) > args.budget):
                 continue
             try:

@@ -67,7 +67,7 @@ import math
 
 import numpy as np
 
-from softops._kernels import fastexp
+from softops._kernels import vecmath
 from softops._kernels._rows import as_rows
 
 __all__ = ["OPS", "HAVE_NUMBA", "aux_shapes", "forward", "backward", "numba_available"]
@@ -207,7 +207,8 @@ def _forward_rows(y, order, t, k, steps, op, need_t, out, aux, gaps):
                     aux[r, j, 1] = alpha[j] + beta[j]
                     aux[r, j, 2] = db[j] - da[j] if need_t else 0.0
             elif op == 1:
-                _sort_forward(y, r, yr, tr, e, alpha, beta, rank, da, db, need_t, counts, out, aux, gaps)
+                _sort_forward(y, r, yr, tr, e, alpha, beta, rank, da, db, need_t, counts, out, block, base,
+                              aux, gaps)
             else:
                 inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
                 if not inside:
@@ -223,9 +224,18 @@ def _forward_rows(y, order, t, k, steps, op, need_t, out, aux, gaps):
                     v = (np.float64(y[yr, j]) - anchor) / tr - offset
                     p = 0.5 * _exp(-abs(v))
                     out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
+        if op == 1:
+            # The sort's logarithms, in one flat (vectorised) loop for the block.
+            for i in range((hi - lo) * n):
+                block[i] = _log(block[i])
+            for r in range(lo, hi):
+                tr = np.float64(t[r * steps[1]])
+                base = (r - lo) * n
+                for j in range(n):
+                    out[r, j] = np.float64(out[r, j]) + tr * block[base + j]
 
 
-def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, out, aux, gaps):
+def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, out, logs, base, aux, gaps):
     """The sorted row and its backward coefficients.  On gap ``m = m_k`` (``a =
     alpha_{m-1}``, ``b = beta_m``, ``c = a b d_{m-1}``, 0 for a missing knot) the
     target ``k + 1/2`` is never a knot's rank, so ``d = k + 1/2 - m != 0`` and
@@ -263,11 +273,10 @@ def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, 
         inv = 1.0 / (knot * (big * big + c))
         near = big * big * inv
         far = knot * knot * em * inv
-        offset = math.log(big / knot)
-        if right:
-            out[r, j] = np.float64(y[yr, min(m, n - 1)]) + t * offset
-        else:
-            out[r, j] = np.float64(y[yr, max(m - 1, 0)]) - t * offset
+        # s_k = y_m + T log(Q / b) (right) or y_{m-1} + T log(a / P): the anchor
+        # now, the logarithm's argument into ``logs`` (taken for a whole block).
+        out[r, j] = y[yr, min(m, n - 1)] if right else y[yr, max(m - 1, 0)]
+        logs[base + j] = big / knot if right else knot / big
         aux[r, j, 1] = far if right else near
         aux[r, j, 2] = near if right else far
         dt = 0.0
@@ -405,7 +414,8 @@ def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy,
 
 
 _prange = range
-_exp = fastexp.exp_nonpositive_py
+_exp = vecmath.exp_nonpositive_py
+_log = vecmath.log_positive_py
 _block_knots = _block_knots_py
 _recurrences = _recurrences_py
 _derivatives = _derivatives_py
@@ -423,14 +433,16 @@ _CHUNKS = 64
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _exp, _block_knots, _recurrences, _derivatives, _root, _gap, _mask_target
+    global _prange, _exp, _log, _block_knots, _recurrences, _derivatives, _root, _gap, _mask_target
     global _rank_backward, _sort_forward, _sort_backward, _mask_backward
     try:
         import numba
     except ImportError:
         return None
-    jit = numba.njit(cache=True, nogil=True, inline="always")
-    _exp = fastexp.compiled()
+    # error_model="numpy": no division-by-zero branch (every division here is
+    # guarded), so that the flat loops vectorise.
+    jit = numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+    _exp, _log = vecmath.compiled()
     # Helpers first: the kernels resolve these globals when they compile.
     _recurrences = jit(_recurrences_py)
     _block_knots, _derivatives = jit(_block_knots_py), jit(_derivatives_py)
@@ -441,7 +453,7 @@ def _numba_kernels():
     _sort_forward = jit(_sort_forward_py)
     _mask_backward = jit(_mask_backward_py)
     _prange = numba.prange
-    parallel = numba.njit(parallel=True, cache=True, nogil=True)
+    parallel = numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     return parallel(_forward_rows), parallel(_backward_rows)
 
 
