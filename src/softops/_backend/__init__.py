@@ -66,13 +66,6 @@ class Backend(abc.ABC):
         """Standard Gumbel noise of ``shape`` and ``dtype`` on the device of ``like``."""
         ...
 
-    @abc.abstractmethod
-    def kernel_sort(self, x):
-        """``(values, order)``: the rows (last axis) of the CPU array ``x`` sorted
-        ascending by the kernels' row sort (``softops._kernels.rowsort``), and
-        the int32 permutation; for kernels that take sorted rows."""
-        ...
-
     def inverse_permutation(self, order):
         """Inverse of the permutations along the last axis of the int array ``order``."""
         return self.xp.argsort(order, axis=-1)
@@ -93,8 +86,8 @@ class Backend(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def lapsum_forward(self, op: str, y, order, t, k=None, need_t=True):
-        """``(out, aux, gaps)``: see ``softops._kernels.lapsum.forward``."""
+    def lapsum_forward(self, op: str, x, t, k=None, need_t=True):
+        """``(out, aux, gaps, y, order)``: see ``softops._kernels.lapsum.forward``."""
         ...
 
     @abc.abstractmethod

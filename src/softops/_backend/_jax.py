@@ -80,11 +80,6 @@ class JaxBackend(Backend):
 
         return jax_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort, need)
 
-    def kernel_sort(self, x):
-        from softops._kernels import jax_ops
-
-        return jax_ops.sort_rows(x)
-
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA
 
@@ -94,10 +89,10 @@ class JaxBackend(Backend):
             return jax.default_backend() == "cpu"
         return all(d.platform == "cpu" for d in x.devices())
 
-    def lapsum_forward(self, op, y, order, t, k=None, need_t=True):
+    def lapsum_forward(self, op, x, t, k=None, need_t=True):
         from softops._kernels import jax_ops
 
-        return jax_ops.lapsum_forward(op, y, order, t, k, need_t)
+        return jax_ops.lapsum_forward(op, x, t, k, need_t)
 
     def lapsum_backward(self, op, y, order, t, aux, gaps, g, k=None, need_t=True):
         from softops._kernels import jax_ops

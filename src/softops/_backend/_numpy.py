@@ -50,20 +50,15 @@ class NumpyBackend(Backend):
         return backward_numpy(z, w, scale, start, g, kl, order, unsort, need)
 
 
-    def kernel_sort(self, x):
-        from softops._kernels.rowsort import sort_rows
-
-        return sort_rows(x)
-
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA
 
         return HAVE_NUMBA
 
-    def lapsum_forward(self, op, y, order, t, k=None, need_t=True):
+    def lapsum_forward(self, op, x, t, k=None, need_t=True):
         from softops._kernels.lapsum import forward
 
-        return forward(op, y, order, t, k, need_t)
+        return forward(op, x, t, k, need_t)
 
     def lapsum_backward(self, op, y, order, t, aux, gaps, g, k=None, need_t=True):
         from softops._kernels.lapsum import backward

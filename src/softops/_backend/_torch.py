@@ -114,20 +114,15 @@ class TorchBackend(Backend):
         gz, gw, gc = torch_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort or "", *need)
         return (gz if need[0] else None), (gw if need[1] else None), gc
 
-    def kernel_sort(self, x):
-        from softops._kernels import torch_ops
-
-        return torch_ops.sort_rows(x)
-
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA
 
         return HAVE_NUMBA and x.device.type == "cpu"
 
-    def lapsum_forward(self, op, y, order, t, k=None, need_t=True):
+    def lapsum_forward(self, op, x, t, k=None, need_t=True):
         from softops._kernels import torch_ops
 
-        return torch_ops.lapsum_forward(y, order, t, k, op, need_t)
+        return torch_ops.lapsum_forward(x, t, k, op, need_t)
 
     def lapsum_backward(self, op, y, order, t, aux, gaps, g, k=None, need_t=True):
         from softops._kernels import torch_ops

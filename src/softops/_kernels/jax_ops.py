@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softops._kernels import isotonic, lapsum, rowsort
+from softops._kernels import isotonic, lapsum
 
 
 def _host(a):
@@ -65,23 +65,11 @@ def isotonic_backward(z, w, scale, start, g, kl, order=None, unsort=None, need=(
     return gz, gw, out[0]
 
 
-# --- the kernels' row sort (softops._kernels.rowsort) ---
-
-
-def _host_sort_rows(x):
-    return rowsort.sort_rows(np.asarray(x))
-
-
-def sort_rows(x):
-    shapes = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(x.shape, jnp.int32))
-    return tuple(jax.pure_callback(_host_sort_rows, shapes, x, vmap_method="expand_dims"))
-
-
 # --- LapSum (softops._kernels.lapsum): CPU only; ``k`` is None but for the mask ---
 
 
-def _host_lapsum_forward(y, order, t, k=None, *, op, need_t):
-    return lapsum.forward(op, _host(y), _host(order), _host(t), _host(k), need_t)
+def _host_lapsum_forward(x, t, k=None, *, op, need_t):
+    return lapsum.forward(op, _host(x), _host(t), _host(k), need_t)
 
 
 def _host_lapsum_backward(y, order, t, aux, gaps, g, k=None, *, op, need_t):
@@ -93,12 +81,14 @@ def _lapsum_batch(y, t, k):
     return jnp.broadcast_shapes(y.shape[:-1], t.shape, () if k is None else k.shape)
 
 
-def lapsum_forward(op, y, order, t, k=None, need_t=True):
-    batch, n = _lapsum_batch(y, t, k), y.shape[-1]
+def lapsum_forward(op, x, t, k=None, need_t=True):
+    batch, n = _lapsum_batch(x, t, k), x.shape[-1]
     aux, gaps = lapsum.aux_shapes(op, batch, n)
-    shapes = (jax.ShapeDtypeStruct((*batch, n), y.dtype), jax.ShapeDtypeStruct(aux, _lapsum_work(y.dtype)),
-              jax.ShapeDtypeStruct(gaps, jnp.int32))
-    return _callback(functools.partial(_host_lapsum_forward, op=op, need_t=need_t), shapes, y, order, t, k)
+    work = _lapsum_work(x.dtype)
+    shapes = (jax.ShapeDtypeStruct((*batch, n), x.dtype), jax.ShapeDtypeStruct(aux, work),
+              jax.ShapeDtypeStruct(gaps, jnp.int32), jax.ShapeDtypeStruct((*batch, n), work),
+              jax.ShapeDtypeStruct((*batch, n), jnp.int32))
+    return _callback(functools.partial(_host_lapsum_forward, op=op, need_t=need_t), shapes, x, t, k)
 
 
 def lapsum_backward(op, y, order, t, aux, gaps, g, k=None, need_t=True):

@@ -1,10 +1,11 @@
-r"""LapSum soft rank, soft sort and top-k mask on sorted rows, with exact backwards.
+r"""LapSum soft rank, soft sort and top-k mask of rows (sorted by the kernel), with exact backwards.
 
 Struski, Bednarczyk, Podolak & Tabor 2025, "LapSum - One Method to
 Differentiate Them All" (ICML, arXiv:2503.06242); the notation is that of
-``softops.methods.lapsum``.  Every row holds the ascending values ``y_0 <= ... <=
-y_{n-1}`` (already sorted by the framework), the permutation ``order`` that
-sorted the caller's row (``y_j = x[order_j]``) and a temperature ``T > 0``.
+``softops.methods.lapsum``.  The forward kernel sorts each of the caller's rows
+``x`` itself (``softops._kernels.rowsort``) into the ascending values ``y_0 <=
+... <= y_{n-1}`` and the permutation ``order`` (``y_j = x[order_j]``); every row
+has a temperature ``T > 0``.
 With ``d_j = exp(-(y_{j+1} - y_j) / T)`` and ``delta_j = (y_{j+1} - y_j) / T``:
 
 * ``alpha_j = sum_{i <= j} e^{-(y_j - y_i)/T} = 1 + d_{j-1} alpha_{j-1}`` and
@@ -67,7 +68,7 @@ import math
 
 import numpy as np
 
-from softops._kernels import vecmath
+from softops._kernels import rowsort, vecmath
 from softops._kernels._rows import as_rows
 
 __all__ = ["OPS", "HAVE_NUMBA", "aux_shapes", "forward", "backward", "numba_available"]
@@ -175,12 +176,23 @@ def _mask_target_py(n, k):
 # --- row kernels ----------------------------------------------------------------------
 
 
-def _forward_rows(y, order, t, k, steps, op, need_t, out, aux, gaps):
+def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, order):
     rows, n = out.shape
     chunks = min(rows, _CHUNKS)
     for chunk in _prange(chunks):
         lo = chunk * rows // chunks
         hi = (chunk + 1) * rows // chunks
+        # Sort the block's rows (softops._kernels.rowsort): y and order.
+        key = np.empty(n, np.uint64)
+        key_b = np.empty(n, np.uint64)
+        idx = np.empty(n, np.int32)
+        idx_b = np.empty(n, np.int32)
+        count = np.empty(256, np.int64)
+        for r in range(lo, hi):
+            _sort_row(x_bits, r, bits, False, key, key_b, idx, idx_b, count)
+            for i in range(n):
+                order[r, i] = idx[i]
+                y[r, i] = x[r, idx[i]]
         block = np.empty((hi - lo) * n, np.float64)
         _block_knots(y, t, steps, lo, hi, block)
         e = np.empty(max(n - 1, 1), np.float64)
@@ -414,6 +426,7 @@ def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy,
 
 
 _prange = range
+_sort_row = rowsort.sort_row
 _exp = vecmath.exp_nonpositive_py
 _log = vecmath.log_positive_py
 _block_knots = _block_knots_py
@@ -433,7 +446,7 @@ _CHUNKS = 64
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _exp, _log, _block_knots, _recurrences, _derivatives, _root, _gap, _mask_target
+    global _prange, _sort_row, _exp, _log, _block_knots, _recurrences, _derivatives, _root, _gap, _mask_target
     global _rank_backward, _sort_forward, _sort_backward, _mask_backward
     try:
         import numba
@@ -443,6 +456,7 @@ def _numba_kernels():
     # guarded), so that the flat loops vectorise.
     jit = numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
     _exp, _log = vecmath.compiled()
+    _sort_row = jit(rowsort.sort_row)
     # Helpers first: the kernels resolve these globals when they compile.
     _recurrences = jit(_recurrences_py)
     _block_knots, _derivatives = jit(_block_knots_py), jit(_derivatives_py)
@@ -470,7 +484,8 @@ class _Layout:
     ``(rows or 1, ...)`` contiguous array with a row step (0: shared by all rows)."""
 
     def __init__(self, y, order, t, k):
-        y, order, t = np.asarray(y), np.asarray(order), np.asarray(t)
+        y, t = np.asarray(y), np.asarray(t)
+        order = y.astype(np.int32) if order is None else np.asarray(order)  # (its shape)
         k = np.zeros((), y.dtype) if k is None else np.asarray(k)
         self.n = n = y.shape[-1]
         self.batch = np.broadcast_shapes(y.shape[:-1], order.shape[:-1], t.shape, k.shape)
@@ -499,24 +514,36 @@ def aux_shapes(op: str, batch, n) -> tuple:
     return (*batch, n, _AUX[op]), (*batch, n if op == "sort" else 0)
 
 
-def forward(op: str, y, order, t, k=None, need_t=True):
-    """``(out, aux, gaps)``: the ranks (caller's order), the sort (sorted order)
-    or the top-k mask (caller's order) of rows ``y`` sorted ascending by
-    ``order`` (``k`` for the mask only), shape ``(*batch, n)`` in ``y``'s dtype;
-    and what ``backward`` needs besides (``aux_shapes``): ``aux`` (in the dtype
-    the kernel computes in: float64 for float64 rows, else float32) holds every
+def forward(op: str, x, t, k=None, need_t=True):
+    """``(out, aux, gaps, y, order)`` for the caller's rows ``x``: the ranks
+    (caller's order), the sort (ascending) or the top-k mask (caller's order),
+    shape ``(*batch, n)`` in ``x``'s dtype (``k`` for the mask only); and what
+    ``backward`` needs besides: ``aux`` (``aux_shapes``, in the dtype the
+    kernel computes in: float64 for float64 rows, else float32) holds every
     ``e_j`` and the operation's coefficients of the backward map (``T``'s only
-    with ``need_t``), ``gaps`` (int32, the sort only) each output's gap ``m_k``.
-    The backward pass then evaluates no exponential, logarithm, square root or
+    with ``need_t``); ``gaps`` (int32, the sort only) each output's gap
+    ``m_k``; ``y`` and ``order`` the rows sorted ascending (``y`` in the
+    computing dtype) and the int32 permutation (``y_j = x[order_j]``, stable),
+    which the kernel computes itself (``softops._kernels.rowsort``).  The
+    backward pass then evaluates no exponential, logarithm, square root or
     division."""
-    lay = _Layout(y, order, t, k)
-    aux_shape, gaps_shape = aux_shapes(op, lay.batch, lay.n)
-    out = np.empty((lay.rows, lay.n), lay.work)
-    aux = np.empty((lay.rows,) + aux_shape[-2:], lay.work)
-    gaps = np.empty((lay.rows, gaps_shape[-1]), np.int32)
-    _kernels()[0](lay.y, lay.order, lay.t, lay.k, lay.steps, _OP[op], bool(need_t), out, aux, gaps)
-    return (out.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)), aux.reshape(aux_shape),
-            gaps.reshape(gaps_shape))
+    lay = _Layout(x, None, t, k)
+    n, rows = lay.n, lay.rows
+    # A row shared by the batch (one x, a temperature per row) is copied to every row.
+    x_rows = lay.full(lay.y[0]) if lay.steps[0] == 0 and rows > 1 else lay.y
+    steps = lay.steps.copy()
+    steps[0] = 1
+    x_bits, bits = rowsort.key_bits(x_rows)
+    aux_shape, gaps_shape = aux_shapes(op, lay.batch, n)
+    out = np.empty((rows, n), lay.work)
+    aux = np.empty((rows,) + aux_shape[-2:], lay.work)
+    gaps = np.empty((rows, gaps_shape[-1]), np.int32)
+    y = np.empty((rows, n), lay.work)
+    order = np.empty((rows, n), np.int32)
+    _kernels()[0](x_rows, x_bits, bits, lay.t, lay.k, steps, _OP[op], bool(need_t), out, aux, gaps, y, order)
+    shape = lay.batch + (n,)
+    return (out.astype(lay.dtype, copy=False).reshape(shape), aux.reshape(aux_shape), gaps.reshape(gaps_shape),
+            y.reshape(shape), order.reshape(shape))
 
 
 def backward(op: str, y, order, t, aux, gaps, g, k=None, need_t=True):

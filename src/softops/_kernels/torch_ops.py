@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from softops._kernels import isotonic, lapsum, rowsort
+from softops._kernels import isotonic, lapsum
 
 
 def _host(t):
@@ -146,39 +146,6 @@ torch.library.register_vmap("softops::isotonic_forward", _vmap_forward)
 torch.library.register_vmap("softops::isotonic_backward", _vmap_backward)
 
 
-# --- the kernels' row sort (softops._kernels.rowsort), for kernels taking sorted rows ---
-
-
-@torch.library.custom_op("softops::sort_rows", mutates_args=())
-def sort_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    values, order = rowsort.sort_rows(_host(x))
-    return torch.from_numpy(values), torch.from_numpy(order)
-
-
-@sort_rows.register_fake
-def _(x):
-    return torch.empty_like(x), torch.empty_like(x, dtype=torch.int32)
-
-
-def _sort_rows_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
-
-
-def _sort_rows_backward(ctx, grad_values, grad_order):
-    (order,) = ctx.saved_tensors
-    return torch.zeros_like(grad_values).scatter(-1, order.long(), grad_values)
-
-
-sort_rows.register_autograd(_sort_rows_backward, setup_context=_sort_rows_setup_context)
-
-
-def _sort_rows_vmap(info, in_dims, x):
-    return sort_rows(x.movedim(in_dims[0], 0)), (0, 0)
-
-
-torch.library.register_vmap("softops::sort_rows", _sort_rows_vmap)
-
-
 # --- LapSum (softops._kernels.lapsum) ---------------------------------------------
 # CPU only: on an accelerator the methods module runs its vectorised twin.
 # ``k`` is None but for the mask.
@@ -189,18 +156,19 @@ def _lapsum_batch(y, t, k):
 
 
 @torch.library.custom_op("softops::lapsum_forward", mutates_args=())
-def lapsum_forward(y: torch.Tensor, order: torch.Tensor, t: torch.Tensor, k: Optional[torch.Tensor],
-                   op: str, need_t: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    arrays = lapsum.forward(op, _host(y), _host(order), _host(t), _host(k), need_t)
+def lapsum_forward(x: torch.Tensor, t: torch.Tensor, k: Optional[torch.Tensor], op: str,
+                   need_t: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    arrays = lapsum.forward(op, _host(x), _host(t), _host(k), need_t)
     return tuple(torch.from_numpy(a) for a in arrays)
 
 
 @lapsum_forward.register_fake
-def _(y, order, t, k, op, need_t):
-    batch, n = _lapsum_batch(y, t, k), y.shape[-1]
+def _(x, t, k, op, need_t):
+    batch, n = _lapsum_batch(x, t, k), x.shape[-1]
     aux, gaps = lapsum.aux_shapes(op, batch, n)
-    work = torch.float64 if y.dtype == torch.float64 else torch.float32
-    return y.new_empty((*batch, n)), y.new_empty(aux, dtype=work), y.new_empty(gaps, dtype=torch.int32)
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return (x.new_empty((*batch, n)), x.new_empty(aux, dtype=work), x.new_empty(gaps, dtype=torch.int32),
+            x.new_empty((*batch, n), dtype=work), x.new_empty((*batch, n), dtype=torch.int32))
 
 
 @torch.library.custom_op("softops::lapsum_backward", mutates_args=())
@@ -220,20 +188,19 @@ def _(y, order, t, aux, gaps, g, k, op, need_t):
 
 
 def _lapsum_setup_context(ctx, inputs, output):
-    y, order, t, k, op, need_t = inputs
-    ctx.op, ctx.need_t = op, need_t
-    ctx.save_for_backward(y, order, t, k, output[1], output[2])
+    x, t, k, op, need_t = inputs
+    ctx.op, ctx.need_t, ctx.x_shape = op, need_t, x.shape
+    ctx.save_for_backward(t, k, *output[1:])
 
 
-def _lapsum_backward(ctx, grad, grad_aux, grad_gaps):
+def _lapsum_backward(ctx, grad, *unused):
     # Only reached when torch.func.vmap re-enters the op with autograd active
-    # (see isotonic_forward): the cotangent of the sorted y is gx gathered by order.
-    y, order, t, k, aux, gaps = ctx.saved_tensors
-    need_t = ctx.need_t and ctx.needs_input_grad[2]
+    # (see isotonic_forward); the kernel's gx is in the caller's order already.
+    t, k, aux, gaps, y, order = ctx.saved_tensors
+    need_t = ctx.need_t and ctx.needs_input_grad[1]
     gx, gt, gk = lapsum_backward(y, order, t, aux, gaps, grad.contiguous(), k, ctx.op, need_t)
     return (
-        gx.gather(-1, order.long().expand_as(gx)).sum_to_size(y.shape),
-        None,
+        gx.sum_to_size(ctx.x_shape),
         gt.sum_to_size(t.shape),
         None if k is None else gk.sum_to_size(k.shape),
         None,
@@ -244,9 +211,9 @@ def _lapsum_backward(ctx, grad, grad_aux, grad_gaps):
 lapsum_forward.register_autograd(_lapsum_backward, setup_context=_lapsum_setup_context)
 
 
-def _lapsum_vmap_forward(info, in_dims, y, order, t, k, op, need_t):
-    y, order, t, k = _batch_first((y, order, t, k), in_dims[:4])
-    return lapsum_forward(y, order, t, k, op, need_t), (0, 0, 0)
+def _lapsum_vmap_forward(info, in_dims, x, t, k, op, need_t):
+    x, t, k = _batch_first((x, t, k), in_dims[:3])
+    return lapsum_forward(x, t, k, op, need_t), (0, 0, 0, 0, 0)
 
 
 def _lapsum_vmap_backward(info, in_dims, y, order, t, aux, gaps, g, k, op, need_t):

@@ -290,17 +290,16 @@ def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
 
 
 # --- the kernel path ------------------------------------------------------------------
-# Each operation is one custom VJP around the framework's ascending sort and a
-# kernel of softops._kernels.lapsum, which reads the sorted rows and writes (or
-# reads cotangents) through the sort's permutation itself.  Module-level
-# functions: they must be hashable and equal across calls (see permutahedron).
+# Each operation is one custom VJP whose forward and backward are one kernel
+# call each (softops._kernels.lapsum): the forward sorts the rows itself and
+# writes through the permutation, the backward reads the forward's
+# coefficients.  Module-level functions: they must be hashable and equal across
+# calls (see permutahedron).
 
 
 def _kernel_fwd(op, need_t):
     def fwd(xp, x, t, *k):
-        backend = backend_of(x)
-        y, order = backend.kernel_sort(x)
-        out, aux, gaps = backend.lapsum_forward(op, y, order, t, *(k or [None]), need_t=need_t)
+        out, aux, gaps, y, order = backend_of(x).lapsum_forward(op, x, t, *(k or [None]), need_t=need_t)
         return out, (y, order, t[...], aux, gaps, *(a[...] for a in k))
 
     return fwd
