@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -240,6 +242,32 @@ def test_jit_vmap_and_grad(diff_backend, rng, reg):
     cot = rng.normal(size=x.shape)
     for op in OPS.values():
         assert_transforms_agree(diff_backend, lambda t: op(t, temperature=0.4, method=METHODS[reg]), x, cot)
+
+
+@pytest.mark.parametrize("method", ["permutahedron", "lapsum"])
+def test_torch_kernels_run_their_op_body_only_in_plain_eager_code(rng, method, monkeypatch):
+    """In eager code the kernels' custom ops are bypassed (their dispatch is pure
+    overhead there); under torch.jit.trace, torch.func and on tensor subclasses
+    the op itself runs, so a trace records it instead of constants."""
+    torch = pytest.importorskip("torch")
+    from softops._kernels import torch_ops
+
+    calls = []
+    monkeypatch.setattr(torch_ops, "_plain", lambda args, _p=torch_ops._plain: calls.append(_p(args)) or calls[-1])
+    f = lambda t: softops.soft_rank(t, temperature=0.5, method=method)
+    x, y = (torch.as_tensor(rng.normal(size=(3, 6))) for _ in range(2))
+    want = f(y)
+    assert calls and all(calls)
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python control flow
+        traced = torch.jit.trace(f, x, check_trace=False)
+    assert calls and not any(calls)
+    torch.testing.assert_close(traced(y), want, rtol=1e-12, atol=1e-12)
+    calls.clear()
+    torch.testing.assert_close(torch.func.vmap(f)(y), want, rtol=1e-12, atol=1e-12)
+    assert calls and not any(calls)
+    assert not torch_ops._plain((y.as_subclass(type("Sub", (torch.Tensor,), {})),))
 
 
 @pytest.mark.parametrize("reg", ["l2", "kl"])

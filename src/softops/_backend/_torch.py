@@ -105,13 +105,13 @@ class TorchBackend(Backend):
     def isotonic_forward(self, z, w, scale, kl, unsort=None):
         from softops._kernels import torch_ops
 
-        p, start, order = torch_ops.isotonic_forward(z, w, scale, kl, unsort or "")
+        p, start, order = torch_ops.call(torch_ops.isotonic_forward, z, w, scale, kl, unsort or "")
         return p, start, (order if unsort else None)
 
     def isotonic_backward(self, z, w, scale, start, g, kl, order=None, unsort=None, need=(True, True)):
         from softops._kernels import torch_ops
 
-        gz, gw, gc = torch_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort or "", *need)
+        gz, gw, gc = torch_ops.call(torch_ops.isotonic_backward, z, w, scale, start, g, kl, order, unsort or "", *need)
         return (gz if need[0] else None), (gw if need[1] else None), gc
 
     def lapsum_kernel(self, x):
@@ -122,12 +122,12 @@ class TorchBackend(Backend):
     def lapsum_forward(self, op, x, t, k=None, need_t=True):
         from softops._kernels import torch_ops
 
-        return torch_ops.lapsum_forward(x, t, k, op, need_t)
+        return torch_ops.call(torch_ops.lapsum_forward, x, t, k, op, need_t)
 
     def lapsum_backward(self, op, y, order, t, aux, gaps, g, k=None, need_t=True):
         from softops._kernels import torch_ops
 
-        return torch_ops.lapsum_backward(y, order, t, aux, gaps, g, k, op, need_t)
+        return torch_ops.call(torch_ops.lapsum_backward, y, order, t, aux, gaps, g, k, op, need_t)
 
 
 TORCH = TorchBackend()
