@@ -207,7 +207,7 @@ def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, o
             tr = np.float64(t[r * steps[1]])
             base = (r - lo) * n
             for j in range(n):
-                aux[r, j, 0] = block[base + j]
+                aux[r, 0, j] = block[base + j]
             for j in range(n - 1):
                 e[j] = block[base + j]
             _recurrences(y, yr, e, alpha, beta, rank)
@@ -216,8 +216,8 @@ def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, o
             if op == 0:
                 for j in range(n):
                     out[r, order[yr, j]] = rank[j]
-                    aux[r, j, 1] = alpha[j] + beta[j]
-                    aux[r, j, 2] = db[j] - da[j] if need_t else 0.0
+                    aux[r, 1, j] = alpha[j] + beta[j]
+                    aux[r, 2, j] = db[j] - da[j] if need_t else 0.0
             elif op == 1:
                 _sort_forward(y, r, yr, tr, e, alpha, beta, rank, da, db, need_t, counts, out, block, base,
                               aux, gaps)
@@ -288,9 +288,9 @@ def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, 
         # s_k = y_m + T log(Q / b) (right) or y_{m-1} + T log(a / P): the anchor
         # now, the logarithm's argument into ``logs`` (taken for a whole block).
         out[r, j] = y[yr, min(m, n - 1)] if right else y[yr, max(m - 1, 0)]
-        logs[base + j] = big / knot if right else knot / big
-        aux[r, j, 1] = far if right else near
-        aux[r, j, 2] = near if right else far
+        logs[base + j] = (big if right else knot) / (knot if right else big)
+        aux[r, 1, j] = far if right else near
+        aux[r, 2, j] = near if right else far
         dt = 0.0
         if need_t:
             small = c / big
@@ -301,7 +301,7 @@ def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, 
             if q > 0.0:
                 dt -= q * (math.log(b) - math.log(q) + db[m] / b)
             dt /= p + q
-        aux[r, j, 3] = dt
+        aux[r, 3, j] = dt
         gaps[r, j] = m
 
 
@@ -324,7 +324,7 @@ def _backward_rows(y, order, t, k, aux, gaps, g, steps, op, need_t, gy, gt, gk):
                 _sort_backward(g, r, order, yr, aux, gaps, need_t, wl, wr, gy, gt)
             else:
                 for j in range(n - 1):
-                    e[j] = aux[r, j, 0]
+                    e[j] = aux[r, 0, j]
                 _recurrences(y, yr, e, alpha, beta, rank)
                 _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
                                wl, wr, gy, gt, gk)
@@ -337,7 +337,7 @@ def _rank_backward_py(g, r, order, yr, t, aux, need_t, acc, gy, gt):
     n = acc.shape[0]
     a = 0.0
     for j in range(n):
-        a = np.float64(g[r, order[yr, j]]) + (np.float64(aux[r, j - 1, 0]) * a if j > 0 else 0.0)
+        a = np.float64(g[r, order[yr, j]]) + (np.float64(aux[r, 0, j - 1]) * a if j > 0 else 0.0)
         acc[j] = a
     b = 0.0
     total_t = 0.0
@@ -345,10 +345,10 @@ def _rank_backward_py(g, r, order, yr, t, aux, need_t, acc, gy, gt):
     for j in range(n - 1, -1, -1):
         oj = order[yr, j]
         gj = np.float64(g[r, oj])
-        b = gj + np.float64(aux[r, j, 0]) * b
-        gy[r, oj] = (gj * np.float64(aux[r, j, 1]) - acc[j] - b) * half
+        b = gj + np.float64(aux[r, 0, j]) * b
+        gy[r, oj] = (gj * np.float64(aux[r, 1, j]) - acc[j] - b) * half
         if need_t:
-            total_t += gj * np.float64(aux[r, j, 2])
+            total_t += gj * np.float64(aux[r, 2, j])
     gt[r] = total_t * half
 
 
@@ -366,18 +366,18 @@ def _sort_backward_py(g, r, order, yr, aux, gaps, need_t, left, right, gy, gt):
         gj = np.float64(g[r, j])
         m = gaps[r, j]
         # u_k = 0 when m_k = 0 and v_k = 0 when m_k = n: clamped, they add nothing.
-        left[max(m - 1, 0)] += gj * np.float64(aux[r, j, 1])
-        right[min(m, n - 1)] += gj * np.float64(aux[r, j, 2])
+        left[max(m - 1, 0)] += gj * np.float64(aux[r, 1, j])
+        right[min(m, n - 1)] += gj * np.float64(aux[r, 2, j])
         if need_t:
-            total_t += gj * np.float64(aux[r, j, 3])
+            total_t += gj * np.float64(aux[r, 3, j])
     gt[r] = total_t
     p = 0.0
     for i in range(n):
-        p = right[i] + (np.float64(aux[r, i - 1, 0]) * p if i > 0 else 0.0)
+        p = right[i] + (np.float64(aux[r, 0, i - 1]) * p if i > 0 else 0.0)
         gy[r, order[yr, i]] = p
     q = 0.0
     for i in range(n - 1, -1, -1):
-        q = left[i] + np.float64(aux[r, i, 0]) * q
+        q = left[i] + np.float64(aux[r, 0, i]) * q
         gy[r, order[yr, i]] += q
 
 
@@ -511,7 +511,7 @@ class _Layout:
 
 def aux_shapes(op: str, batch, n) -> tuple:
     """The shapes of ``forward``'s ``aux`` and ``gaps`` for rows of shape ``(*batch, n)``."""
-    return (*batch, n, _AUX[op]), (*batch, n if op == "sort" else 0)
+    return (*batch, _AUX[op], n), (*batch, n if op == "sort" else 0)
 
 
 def forward(op: str, x, t, k=None, need_t=True):
@@ -536,7 +536,7 @@ def forward(op: str, x, t, k=None, need_t=True):
     x_bits, bits = rowsort.key_bits(x_rows)
     aux_shape, gaps_shape = aux_shapes(op, lay.batch, n)
     out = np.empty((rows, n), lay.work)
-    aux = np.empty((rows,) + aux_shape[-2:], lay.work)
+    aux = np.empty((rows,) + aux_shape[-2:], lay.work)  # (rows, channels, n)
     gaps = np.empty((rows, gaps_shape[-1]), np.int32)
     y = np.empty((rows, n), lay.work)
     order = np.empty((rows, n), np.int32)

@@ -57,6 +57,17 @@ def sort_row(x_bits, r, bits, descending, key, key_b, idx, idx_b, count):
         asc = (b ^ ones) if (b & sign) else (b | sign)
         key[i] = (asc ^ ones) if descending else asc
     if n <= SMALL:
+        if bits <= 32:
+            # Key and index in one word: one comparison orders and breaks ties.
+            for i in range(n):
+                key[i] = (key[i] << np.uint64(32)) | np.uint64(i)
+            for i in range(n):
+                k = key[i]
+                pos = 0
+                for j in range(n):
+                    pos += key[j] < k
+                idx[pos] = i
+            return
         for i in range(n):
             k = key[i]
             pos = 0
