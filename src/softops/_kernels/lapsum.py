@@ -105,6 +105,33 @@ def _block_knots_py(y, t, steps, lo, hi, block):
         block[i] = _exp(block[i])
 
 
+def _block_recurrences_py(y, lo, hi, block, alpha, beta, rank):
+    """``_recurrences`` for the rows ``lo <= r < hi`` of ``y`` at once, from
+    their ``e`` in ``block`` (same flat layout as the outputs): the loops run
+    over rows innermost, so the rows' serial chains overlap instead of each
+    waiting on its own previous step."""
+    n = y.shape[1]
+    rows = hi - lo
+    for r in range(rows):
+        alpha[r * n] = 1.0
+        beta[r * n + n - 1] = 1.0
+    for j in range(1, n):
+        for r in range(rows):
+            i = r * n + j
+            alpha[i] = 1.0 + block[i - 1] * alpha[i - 1]
+    for j in range(n - 2, -1, -1):
+        for r in range(rows):
+            i = r * n + j
+            beta[i] = 1.0 + block[i] * beta[i + 1]
+    for j in range(n):
+        for r in range(rows):
+            i = r * n + j
+            if j > 0 and y[lo + r, j] == y[lo + r, j - 1]:
+                rank[i] = rank[i - 1]
+            else:
+                rank[i] = j + 1.0 + 0.5 * (beta[i] - alpha[i])
+
+
 def _recurrences_py(y, r, e, alpha, beta, rank):
     """``alpha``, ``beta`` and the sorted ranks of row ``r`` from its ``e``."""
     n = y.shape[1]
@@ -195,6 +222,10 @@ def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, o
                 y[r, i] = x[r, idx[i]]
         block = np.empty((hi - lo) * n, np.float64)
         _block_knots(y, t, steps, lo, hi, block)
+        block_alpha = np.empty((hi - lo) * n, np.float64)
+        block_beta = np.empty((hi - lo) * n, np.float64)
+        block_rank = np.empty((hi - lo) * n, np.float64)
+        _block_recurrences(y, lo, hi, block, block_alpha, block_beta, block_rank)
         e = np.empty(max(n - 1, 1), np.float64)
         alpha = np.empty(n, np.float64)
         beta = np.empty(n, np.float64)
@@ -208,9 +239,11 @@ def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, o
             base = (r - lo) * n
             for j in range(n):
                 aux[r, 0, j] = block[base + j]
+                alpha[j] = block_alpha[base + j]
+                beta[j] = block_beta[base + j]
+                rank[j] = block_rank[base + j]
             for j in range(n - 1):
                 e[j] = block[base + j]
-            _recurrences(y, yr, e, alpha, beta, rank)
             if need_t and op != 2:
                 _derivatives(y, yr, tr, e, alpha, beta, da, db)
             if op == 0:
@@ -431,6 +464,7 @@ _exp = vecmath.exp_nonpositive_py
 _log = vecmath.log_positive_py
 _block_knots = _block_knots_py
 _recurrences = _recurrences_py
+_block_recurrences = _block_recurrences_py
 _derivatives = _derivatives_py
 _root = _root_py
 _gap = _gap_py
@@ -446,7 +480,8 @@ _CHUNKS = 64
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _sort_row, _exp, _log, _block_knots, _recurrences, _derivatives, _root, _gap, _mask_target
+    global _prange, _sort_row, _exp, _log, _block_knots, _recurrences, _block_recurrences
+    global _derivatives, _root, _gap, _mask_target
     global _rank_backward, _sort_forward, _sort_backward, _mask_backward
     try:
         import numba
@@ -459,6 +494,7 @@ def _numba_kernels():
     _sort_row = jit(rowsort.sort_row)
     # Helpers first: the kernels resolve these globals when they compile.
     _recurrences = jit(_recurrences_py)
+    _block_recurrences = jit(_block_recurrences_py)
     _block_knots, _derivatives = jit(_block_knots_py), jit(_derivatives_py)
     _root = jit(_root_py)
     _gap = jit(_gap_py)
