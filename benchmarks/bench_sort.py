@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--ops", default="rank,sort", help="rank, sort or rank,sort")
     p.add_argument("--repeats", type=int, default=30, help="timed rounds per size (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per contender and size")
+    p.add_argument("--fixed-order", action="store_true",
+                   help="time the contenders in the same order every round (default: a seeded "
+                        "random order per round)")
     p.add_argument("--settle", type=int, default=1,
                    help="untimed calls of a contender right before each of its timed calls, so that "
                         "no timing pays for the caches and thread pools the previous contender left")
@@ -350,7 +353,8 @@ def time_size(steps: dict, args, errors: dict, progress=None):
     order = random.Random(args.seed)
     keys = list(steps)
     for _ in range(args.repeats):
-        order.shuffle(keys)
+        if not args.fixed_order:
+            order.shuffle(keys)
         for k in keys:
             step = steps[k]
             if k in errors or (len(samples[k]) >= args.min_repeats and sum(samples[k]) > args.budget):

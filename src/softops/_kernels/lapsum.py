@@ -49,8 +49,8 @@ The forward pass hands the backward pass the coefficients of the backward map
 (``aux`` and, for the sort, ``gaps``: every ``e_j``, the rank's ``alpha_j +
 beta_j``, the sort's ``m_k``, ``P_k / (alpha_{m-1} D_k)`` and ``Q_k / (beta_m
 D_k)``, and the derivatives in ``T`` when ``T`` needs a gradient), so the
-backward pass is a few linear recurrences: no transcendental function and no
-division.
+rank's and the sort's backward pass is a few linear recurrences: no
+transcendental function and no division.
 
 ``forward`` / ``backward`` run the numba kernels (``@njit(parallel=True,
 cache=True, nogil=True)``, rows in parallel, compiled lazily); without numba
@@ -106,10 +106,11 @@ def _block_knots_py(y, t, steps, lo, hi, block):
 
 
 def _block_recurrences_py(y, lo, hi, block, alpha, beta, rank):
-    """``_recurrences`` for the rows ``lo <= r < hi`` of ``y`` at once, from
-    their ``e`` in ``block`` (same flat layout as the outputs): the loops run
-    over rows innermost, so the rows' serial chains overlap instead of each
-    waiting on its own previous step."""
+    """``alpha``, ``beta`` and the sorted ranks of the rows ``lo <= r < hi`` of
+    ``y`` from their ``e`` in ``block`` (flat: row ``r``'s ``j`` at ``(r - lo) n +
+    j``, as in the outputs).  A tied knot copies its predecessor's rank.  The
+    loops run over rows innermost, so the rows' serial chains overlap instead
+    of each waiting on its own previous step."""
     n = y.shape[1]
     rows = hi - lo
     for r in range(rows):
@@ -132,22 +133,6 @@ def _block_recurrences_py(y, lo, hi, block, alpha, beta, rank):
                 rank[i] = j + 1.0 + 0.5 * (beta[i] - alpha[i])
 
 
-def _recurrences_py(y, r, e, alpha, beta, rank):
-    """``alpha``, ``beta`` and the sorted ranks of row ``r`` from its ``e``."""
-    n = y.shape[1]
-    alpha[0] = 1.0
-    for j in range(1, n):
-        alpha[j] = 1.0 + e[j - 1] * alpha[j - 1]
-    beta[n - 1] = 1.0
-    for j in range(n - 2, -1, -1):
-        beta[j] = 1.0 + e[j] * beta[j + 1]
-    for j in range(n):
-        if j > 0 and y[r, j] == y[r, j - 1]:
-            rank[j] = rank[j - 1]
-        else:
-            rank[j] = j + 1.0 + 0.5 * (beta[j] - alpha[j])
-
-
 def _derivatives_py(y, r, t, e, alpha, beta, da, db):
     """``alpha'`` and ``beta'`` of row ``r`` (see the module docstring)."""
     n = y.shape[1]
@@ -165,6 +150,14 @@ def _derivatives_py(y, r, t, e, alpha, beta, da, db):
         db[j] = e[j] * db[j + 1] + de * beta[j + 1]
 
 
+def _larger_root_py(d, a, b, c):
+    """``(big, knot, right)``: the larger of ``P`` and ``Q`` of ``_root``, ``|d| +
+    sqrt(d^2 + c)``, which is ``Q`` when ``d >= 0`` (``right``) and ``P``
+    otherwise, and the knot weight on its side (``b`` or ``a``)."""
+    right = d >= 0
+    return abs(d) + math.sqrt(d * d + c), (b if right else a), right
+
+
 def _root_py(d, a, b, c, yl, yr):
     """The root ``z`` of ``F(z) = m + d`` on gap ``m`` (between the knots ``yl =
     y_{m-1}`` and ``yr = y_m``; an outer gap has one knot) as ``(P, Q, anchor,
@@ -175,14 +168,13 @@ def _root_py(d, a, b, c, yl, yr):
     (offset ``-log(b / Q)``), else ``yl`` (offset ``log(a / P)``); for ``d = 0``
     with ``c`` underflowing (``P = Q = 0``), the midpoint with offset ``log(a /
     b) / 2``.  Scalars only: array arguments cost a reference count each."""
-    s = math.sqrt(d * d + c)
-    if d >= 0:
-        q = d + s
-        if q == 0.0:
-            return 0.0, 0.0, 0.5 * (yl + yr), 0.5 * (math.log(a) - math.log(b))
-        return c / q, q, yr, -math.log(b / q)
-    p = s - d
-    return p, c / p, yl, math.log(a / p)
+    big, knot, right = _larger_root(d, a, b, c)
+    if big == 0.0:
+        return 0.0, 0.0, 0.5 * (yl + yr), 0.5 * (math.log(a) - math.log(b))
+    offset = math.log(big / knot)
+    if right:
+        return c / big, big, yr, offset
+    return big, c / big, yl, -offset
 
 
 def _gap_py(y, yr, e, alpha, beta, target, m):
@@ -308,13 +300,12 @@ def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, 
     for j in range(n):
         m += counts[j]
         d = j + 0.5 - m
-        right = d > 0  # then m < n and b >= 1; else m > 0 and a >= 1
         a = alpha[max(m - 1, 0)] if m > 0 else 0.0
         b = beta[min(m, n - 1)] if m < n else 0.0
         em = e[min(max(m - 1, 0), max(n - 2, 0))] if (m > 0 and m < n) else 0.0
         c = a * b * em
-        big = abs(d) + math.sqrt(d * d + c)  # Q_k if right else P_k
-        knot = b if right else a
+        # right (d > 0): m < n, b >= 1 and big = Q_k; else m > 0, a >= 1, big = P_k.
+        big, knot, right = _larger_root(d, a, b, c)
         inv = 1.0 / (knot * (big * big + c))
         near = big * big * inv
         far = knot * knot * em * inv
@@ -358,7 +349,7 @@ def _backward_rows(y, order, t, k, aux, gaps, g, steps, op, need_t, gy, gt, gk):
             else:
                 for j in range(n - 1):
                     e[j] = aux[r, 0, j]
-                _recurrences(y, yr, e, alpha, beta, rank)
+                _block_recurrences(y, yr, yr + 1, e, alpha, beta, rank)
                 _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
                                wl, wr, gy, gt, gk)
 
@@ -463,9 +454,9 @@ _sort_row = rowsort.sort_row
 _exp = vecmath.exp_nonpositive_py
 _log = vecmath.log_positive_py
 _block_knots = _block_knots_py
-_recurrences = _recurrences_py
 _block_recurrences = _block_recurrences_py
 _derivatives = _derivatives_py
+_larger_root = _larger_root_py
 _root = _root_py
 _gap = _gap_py
 _mask_target = _mask_target_py
@@ -480,8 +471,8 @@ _CHUNKS = 64
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _sort_row, _exp, _log, _block_knots, _recurrences, _block_recurrences
-    global _derivatives, _root, _gap, _mask_target
+    global _prange, _sort_row, _exp, _log, _block_knots, _block_recurrences
+    global _derivatives, _larger_root, _root, _gap, _mask_target
     global _rank_backward, _sort_forward, _sort_backward, _mask_backward
     try:
         import numba
@@ -493,10 +484,9 @@ def _numba_kernels():
     _exp, _log = vecmath.compiled()
     _sort_row = jit(rowsort.sort_row)
     # Helpers first: the kernels resolve these globals when they compile.
-    _recurrences = jit(_recurrences_py)
     _block_recurrences = jit(_block_recurrences_py)
     _block_knots, _derivatives = jit(_block_knots_py), jit(_derivatives_py)
-    _root = jit(_root_py)
+    _larger_root, _root = jit(_larger_root_py), jit(_root_py)
     _gap = jit(_gap_py)
     _mask_target = jit(_mask_target_py)
     _rank_backward, _sort_backward = jit(_rank_backward_py), jit(_sort_backward_py)
@@ -521,19 +511,20 @@ class _Layout:
 
     def __init__(self, y, order, t, k):
         y, t = np.asarray(y), np.asarray(t)
-        order = y.astype(np.int32) if order is None else np.asarray(order)  # (its shape)
+        order = None if order is None else np.asarray(order)  # None: the forward computes it
         k = np.zeros((), y.dtype) if k is None else np.asarray(k)
         self.n = n = y.shape[-1]
-        self.batch = np.broadcast_shapes(y.shape[:-1], order.shape[:-1], t.shape, k.shape)
+        rows_of_order = y.shape[:-1] if order is None else order.shape[:-1]
+        self.batch = np.broadcast_shapes(y.shape[:-1], rows_of_order, t.shape, k.shape)
         self.rows = math.prod(self.batch)
         # Results come back in y's dtype; numba computes in float32 or float64.
         self.dtype = y.dtype
         self.work = y.dtype if y.dtype in (np.float32, np.float64) else np.dtype(np.float32)
         y, t, k = (a.astype(self.work, copy=False) for a in (y, t, k))
-        if order.shape != y.shape:
+        if order is not None and order.shape != y.shape:
             y, order = np.broadcast_arrays(y, order)
         self.y, y_step = self._rows(y, y.shape[:-1], n)
-        self.order, _ = self._rows(order, order.shape[:-1], n)
+        self.order = None if order is None else self._rows(order, order.shape[:-1], n)[0]
         self.t, t_step = self._rows(t, t.shape, None)
         self.k, k_step = self._rows(k, k.shape, None)
         self.steps = np.array([y_step, t_step, k_step], np.int64)
@@ -561,8 +552,8 @@ def forward(op: str, x, t, k=None, need_t=True):
     ``m_k``; ``y`` and ``order`` the rows sorted ascending (``y`` in the
     computing dtype) and the int32 permutation (``y_j = x[order_j]``, stable),
     which the kernel computes itself (``softops._kernels.rowsort``).  The
-    backward pass then evaluates no exponential, logarithm, square root or
-    division."""
+    rank's and the sort's backward then evaluate no exponential, logarithm,
+    square root or division."""
     lay = _Layout(x, None, t, k)
     n, rows = lay.n, lay.rows
     # A row shared by the batch (one x, a temperature per row) is copied to every row.

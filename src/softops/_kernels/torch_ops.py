@@ -10,7 +10,7 @@ GPU kernel (Triton); until one lands they copy to the host and run the numba
 kernel there (O(n) work, one round trip), since the pure-torch twin needs
 O(n^3) memory and is only an oracle.  The backends call the ops through
 ``call``, which in plain eager code runs an op's Python body directly: there
-the custom op's dispatch adds only time (about 80 us a call).
+the custom op's dispatch adds only a fixed cost per call.
 
 The arguments are those of ``softops._kernels.isotonic.forward_numpy`` /
 ``backward_numpy``; ``unsort`` is ``""`` for none, and cotangents that are not
@@ -30,8 +30,8 @@ from softops._kernels import isotonic, lapsum
 
 
 # The Python body of each custom op: in plain eager code the backends call it
-# directly (``call``), since the op's dispatch adds about 80 us a call and
-# nothing else there (measured at n = 16 that is 15% of a soft_rank).
+# directly (``call``), since the op's dispatch adds only a fixed cost per call
+# there, which at n = 16 is a visible part of a soft_rank.
 _BODIES = {}
 
 
