@@ -160,7 +160,10 @@ def assert_transforms_agree(harness, f, x: np.ndarray, cotangent: np.ndarray, rt
         np.testing.assert_allclose(harness.to_numpy(transform(f)(harness.asarray(x))), eager, rtol=rtol)
     g_eager = harness.vjp(f, x, cotangent)
     for transform in (harness.jit, harness.vmap):
-        np.testing.assert_allclose(harness.vjp(transform(f), x, cotangent), g_eager, rtol=rtol)
+        # JAX reverse mode transposes the op's smooth re-expression, the eager
+        # call runs the kernel's backward: equal up to rounding.
+        np.testing.assert_allclose(harness.vjp(transform(f), x, cotangent), g_eager, rtol=rtol,
+                                   atol=1e-13 * max(1.0, np.abs(g_eager).max(initial=0.0)))
 
 
 def finite_difference_vjp(f, x: np.ndarray, cotangent: np.ndarray, step=1e-6) -> np.ndarray:

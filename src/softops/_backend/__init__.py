@@ -5,8 +5,12 @@ Algorithms in softops are written once against the Python Array API
 framework:
 
 * ``stop_gradient(x)``: the value of ``x`` with no gradient flowing back;
-* ``custom_vjp(fwd, bwd)``: register a hand-written vector-Jacobian product for a
-  function of arrays (``torch.autograd.Function`` / ``jax.custom_vjp``);
+* ``custom_derivative(fwd, bwd, smooth)``: a function of arrays computed by
+  ``fwd`` (often a kernel), with a fast hand-written vector-Jacobian product
+  ``bwd`` and a differentiable local re-expression ``smooth`` that serves every
+  other transform (forward mode, higher orders, ``torch.func``);
+* ``take(x, index)`` / ``segment_sum(values, ids)``: gather and scatter-add
+  along the last axis (the Array API has no scatter);
 * ``gumbel(key, shape, dtype, like)``: standard Gumbel noise from the caller's kind
   of random key;
 * ``isotonic_forward`` / ``isotonic_backward``: the pool-adjacent-violators
@@ -47,18 +51,43 @@ class Backend(abc.ABC):
         return x.device
 
     @abc.abstractmethod
-    def custom_vjp(self, fwd: Callable, bwd: Callable) -> Callable:
-        """Return ``f(*arrays)`` whose value is ``fwd(xp, *arrays)[0]``.
+    def custom_derivative(self, fwd: Callable, bwd: Callable, smooth: Callable) -> Callable:
+        """Return ``f(*arrays)`` whose value is ``fwd(xp, *arrays)[0]``, exact
+        under every transform of the framework.
 
-        ``fwd(xp, *arrays) -> (out, residuals)`` computes the output and a tuple of
-        further arrays kept for the backward pass (not ``out`` itself, which is
-        always kept); ``bwd(xp, out, residuals, g) -> grads`` maps the cotangent
-        ``g`` of ``out`` to one cotangent per input array.  Both are
-        written against the Array API namespace ``xp`` and must be hashable
-        (module-level functions, or ``functools.partial`` of them), so that the
-        registered framework function is built once and reused (jit caches and
-        ``torch.compile`` graphs stay valid).
+        * ``fwd(xp, *arrays) -> (out, residuals)`` computes the output and a
+          tuple of further arrays (integer structure such as a sort order or a
+          block partition, or coefficients) for the derivatives;
+        * ``bwd(xp, arrays, out, residuals, g) -> grads`` maps the cotangent
+          ``g`` of ``out`` to one cotangent per input array: the fast path of
+          first-order reverse mode (torch's ``backward``);
+        * ``smooth(xp, arrays, out, residuals) -> array`` re-expresses ``out``
+          as a differentiable function of ``arrays`` with ``out`` and
+          ``residuals`` held constant (the discrete structure is locally
+          constant, so its derivatives of every order are the op's).  It
+          serves every other transform: forward mode (``jax.jvp``,
+          ``torch.func.jvp``, ``torch.autograd.forward_ad``), the reverse
+          mode JAX derives by transposing it, Hessians, double backward and
+          the ``torch.func`` transforms.  Its value must agree with ``out``
+          up to rounding; the value returned is always ``out``.
+
+        The three must be hashable (module-level functions, or closures built
+        once), so that the registered framework function is built once and
+        reused (jit caches and ``torch.compile`` graphs stay valid).
         """
+        ...
+
+    def take(self, x, index):
+        """``x[..., index]`` along the last axis (``index`` an int array; ``x``'s
+        batch axes broadcast to ``index``'s)."""
+        xp = self.xp
+        x = xp.broadcast_to(x, tuple(index.shape[:-1]) + tuple(x.shape[-1:]))
+        return xp.take_along_axis(x, index, axis=-1)
+
+    @abc.abstractmethod
+    def segment_sum(self, values, ids):
+        """``out[..., j] = sum of values[..., i] over i with ids[..., i] == j``,
+        shaped like ``ids`` (``values`` broadcast to it; ids in ``[0, n)``)."""
         ...
 
     @abc.abstractmethod

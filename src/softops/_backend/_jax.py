@@ -1,4 +1,4 @@
-"""JAX backend: jax.custom_vjp for custom gradients, PRNG keys for noise.
+"""JAX backend: jax.custom_jvp for custom derivatives, PRNG keys for noise.
 
 Everything here is traceable: operations work under ``jax.jit``, ``jax.vmap`` and
 ``jax.grad`` with no host round trip.
@@ -16,20 +16,28 @@ from softops._backend import Backend
 
 
 @functools.lru_cache(maxsize=None)
-def _custom_vjp_function(fwd, bwd):
-    @jax.custom_vjp
+def _custom_function(fwd, bwd, smooth):
+    """A ``jax.custom_jvp``: the value from ``fwd`` (a kernel callback, evaluated
+    on stop-gradient inputs so that no callback is ever differentiated), the
+    tangent from ``smooth``.  The tangent is linear in the input tangents and
+    built from JAX operations, so JAX transposes it for reverse mode and
+    differentiates the rule itself for higher orders: one rule serves ``jvp``,
+    ``grad``, ``jacfwd``, ``jacrev``, ``hessian``, ``linearize`` and ``vmap``.
+    (``bwd`` is the fast reverse rule of the other frameworks; JAX cannot
+    combine a custom VJP with forward mode.)"""
+
+    @jax.custom_jvp
     def function(*arrays):
         return fwd(jnp, *arrays)[0]
 
-    def function_fwd(*arrays):
-        out, residuals = fwd(jnp, *arrays)
-        return out, (out, residuals)
+    @function.defjvp
+    def function_jvp(primals, tangents):
+        out, residuals = fwd(jnp, *(jax.lax.stop_gradient(a) for a in primals))
+        s, t = jax.jvp(lambda *a: smooth(jnp, a, out, residuals), tuple(primals), tuple(tangents))
+        finite = jnp.isfinite(out)
+        delta = s - jax.lax.stop_gradient(s)  # value 0: out keeps the kernel's value
+        return out + jnp.where(finite, delta, 0.0), jnp.where(finite, t, 0.0)
 
-    def function_bwd(saved, g):
-        out, residuals = saved
-        return tuple(bwd(jnp, out, residuals, g))
-
-    function.defvjp(function_fwd, function_bwd)
     return function
 
 
@@ -53,8 +61,19 @@ class JaxBackend(Backend):
     def device(self, x):
         return None  # tracers have no device; JAX places new arrays with their users
 
-    def custom_vjp(self, fwd, bwd):
-        return _custom_vjp_function(fwd, bwd)
+    def custom_derivative(self, fwd, bwd, smooth):
+        return _custom_function(fwd, bwd, smooth)
+
+    def segment_sum(self, values, ids):
+        shape = ids.shape
+        n = shape[-1]
+        rows = 1
+        for d in shape[:-1]:
+            rows *= d
+        values = jnp.broadcast_to(values, shape).reshape(rows, n)
+        offsets = (jnp.arange(rows, dtype=ids.dtype) * n)[:, None]
+        flat = (ids.reshape(rows, n) + offsets).reshape(-1)
+        return jax.ops.segment_sum(values.reshape(-1), flat, num_segments=rows * n).reshape(shape)
 
     def gumbel(self, key, shape, dtype, like):
         if isinstance(key, numbers.Integral) and not isinstance(key, bool):

@@ -25,10 +25,30 @@ xp_torch.cumulative_sum = lambda x, /, *, axis=None: torch.cumsum(x, dim=-1 if a
 xp_torch.take_along_axis = lambda x, indices, /, *, axis=-1: torch.gather(x, axis, indices)
 
 
-class _CustomVJP(torch.autograd.Function):
-    """One autograd.Function for every custom-gradient op; the op (a pair of
+def _transformed() -> bool:
+    """Whether forward-mode AD or a ``torch.func`` transform is active (then the
+    smooth re-expression carries the derivatives; see ``custom_derivative``)."""
+    return torch.autograd.forward_ad._current_level >= 0 or (
+        not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+    )
+
+
+def _finite_delta(out, s):
+    """``s - stop_gradient(s)`` (value 0, the derivatives of ``s``), zero where
+    ``out`` is not finite (an infinite output is a constant)."""
+    delta = s - s.detach()
+    return torch.where(torch.isfinite(out), delta, torch.zeros_like(delta))
+
+
+class _CustomOp(torch.autograd.Function):
+    """One autograd.Function for every custom-derivative op; the op (a triple of
     hashable functions) is passed as a constant first argument, so no class is
-    made at run time and torch.compile sees one stable function."""
+    made at run time and torch.compile sees one stable function.
+
+    ``backward`` runs the op's fast ``bwd`` in first-order reverse mode; with
+    ``create_graph=True`` (grad mode on inside backward) it differentiates the
+    op's ``smooth`` re-expression instead, so the gradient has a graph and
+    double backward / Hessian-vector products are exact."""
 
     generate_vmap_rule = True
 
@@ -40,18 +60,28 @@ class _CustomVJP(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.op = inputs[0]
+        ctx.n_arrays = len(inputs) - 1
         residuals = output[1:]
         ctx.mark_non_differentiable(*residuals)
         # The residuals get no cotangents: do not make zero tensors for them.
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(output[0], *residuals)
+        ctx.save_for_backward(*inputs[1:], output[0], *residuals)
 
     @staticmethod
     def backward(ctx, grad_out, *unused_residual_grads):
-        out, *residuals = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        arrays, out, residuals = saved[: ctx.n_arrays], saved[ctx.n_arrays], saved[ctx.n_arrays + 1:]
         if grad_out is None:  # the output itself was not used
             grad_out = torch.zeros_like(out)
-        grads = ctx.op[1](xp_torch, out, tuple(residuals), grad_out)
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+            needs = ctx.needs_input_grad[1:]
+            wanted = [a for a, need in zip(arrays, needs) if need]
+            with torch.enable_grad():
+                s = ctx.op[2](xp_torch, arrays, out, residuals)
+                s = torch.where(torch.isfinite(out), s, torch.zeros_like(s))
+            grads = iter(torch.autograd.grad(s, wanted, grad_out, create_graph=True, allow_unused=True))
+            return (None, *(next(grads) if need else None for need in needs))
+        grads = ctx.op[1](xp_torch, arrays, out, residuals, grad_out)
         return (None, *grads)
 
 
@@ -63,18 +93,33 @@ class TorchBackend(Backend):
     def stop_gradient(self, x):
         return x.detach()
 
-    def custom_vjp(self, fwd, bwd):
-        op = (fwd, bwd)
+    def custom_derivative(self, fwd, bwd, smooth):
+        op = (fwd, bwd, smooth)
 
         def apply(*arrays):
+            if _transformed():
+                # Forward mode or torch.func: the kernel's value, the smooth
+                # re-expression's derivatives (of every order).
+                out, residuals = fwd(xp_torch, *(a.detach() for a in arrays))
+                return out + _finite_delta(out, smooth(xp_torch, arrays, out, residuals))
             if not (torch.is_grad_enabled() and any(a.requires_grad for a in arrays)):
                 # No gradient wanted: call fwd directly.  (torch.compile 2.13
                 # mis-binds the constant op in autograd.Function's no-grad path
                 # when there is more than one array argument.)
                 return fwd(xp_torch, *arrays)[0]
-            return _CustomVJP.apply(op, *arrays)[0]
+            return _CustomOp.apply(op, *arrays)[0]
 
         return apply
+
+    def take(self, x, index):
+        index = index.long()
+        x = x.expand(*index.shape[:-1], x.shape[-1])
+        return torch.gather(x, -1, index)
+
+    def segment_sum(self, values, ids):
+        ids = ids.long()
+        values = values.expand(ids.shape)
+        return torch.zeros_like(values).scatter_add(-1, ids, values)
 
     def gumbel(self, key, shape, dtype, like):
         if isinstance(key, torch.Generator):
@@ -99,8 +144,8 @@ class TorchBackend(Backend):
         return -torch.log(-torch.log(u))
 
     def inverse_permutation(self, order):
-        positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-        return torch.scatter(torch.empty_like(order), -1, order, positions)
+        positions = torch.arange(order.shape[-1], device=order.device, dtype=order.dtype).expand_as(order)
+        return torch.scatter(torch.empty_like(order), -1, order.long(), positions)
 
     def isotonic_forward(self, z, w, scale, kl, unsort=None):
         from softops._kernels import torch_ops

@@ -163,11 +163,12 @@ def _affine_scan(xp, d):
 class _Knots:
     """One sorted row and its LapSum sums (see the module docstring)."""
 
-    def __init__(self, backend: Backend, x, temperature):
+    def __init__(self, backend: Backend, x, temperature, order=None):
         xp = backend.xp
         self.xp, self.n, self.t = xp, x.shape[-1], temperature
-        self.order = xp.argsort(x, axis=-1, stable=True)
-        y = xp.take_along_axis(x, self.order, axis=-1)
+        # The ascending order (the kernel's, where it computed one).
+        self.order = xp.argsort(x, axis=-1, stable=True) if order is None else order
+        y = backend.take(x, self.order)
         gaps = y[..., 1:] - y[..., :-1]
         e = xp.exp(-gaps / temperature)
         zero = y[..., :1] * 0.0  # (tied to x: for n = 1 the ranks still have a graph)
@@ -226,11 +227,10 @@ class _Knots:
         return anchor, offset
 
 
-def rank_rows(backend: Backend, x, temperature, descending: bool):
+def rank_rows(backend: Backend, x, temperature, descending: bool, order=None):
     """Soft ranks (1..n) of each row of ``x`` (shape ``(*batch, n)``)."""
-    xp = backend.xp
-    knots = _Knots(backend, x, temperature)
-    ranks = xp.take_along_axis(knots.ranks, backend.inverse_permutation(knots.order), axis=-1)
+    knots = _Knots(backend, x, temperature, order)
+    ranks = backend.take(knots.ranks, backend.inverse_permutation(knots.order))
     return (x.shape[-1] + 1.0) - ranks if descending else ranks
 
 
@@ -252,10 +252,10 @@ def _sort_gaps(backend: Backend, knots: _Knots):
     return xp.reshape(m, knots.ranks.shape)
 
 
-def sort_rows(backend: Backend, x, temperature, descending: bool):
+def sort_rows(backend: Backend, x, temperature, descending: bool, order=None):
     """Soft sort of each row of ``x`` (shape ``(*batch, n)``): ``F^{-1}(k - 1/2)``."""
     xp = backend.xp
-    knots = _Knots(backend, x, temperature)
+    knots = _Knots(backend, x, temperature, order)
     target = xp.cumulative_sum(xp.ones_like(x), axis=-1) - 0.5
     anchor, offset = knots.invert(target, _sort_gaps(backend, knots))
     s = anchor + temperature * offset
@@ -269,14 +269,14 @@ def _sigma(xp, u):
     return xp.where(u <= 0, e, 1.0 - e)
 
 
-def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
+def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool, order=None):
     """Soft top-k membership of each row of ``x`` (shape ``(*batch, n)``): weights
     in ``[0, 1]`` summing to ``k`` (clipped to ``[0, n]``); ``k`` is an array of
     ``x``'s dtype broadcastable to ``x.shape[:-1]`` (differentiable)."""
     xp = backend.xp
     n = x.shape[-1]
     k = xp.broadcast_to(k, x.shape[:-1])[..., None]
-    knots = _Knots(backend, x, temperature)
+    knots = _Knots(backend, x, temperature, order)
     target = n - k if largest else k
     inside = (target > 0) & (target < n)
     target = xp.where(inside, target, xp.full_like(target, 0.5 * n))
@@ -290,24 +290,27 @@ def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
 
 
 # --- the kernel path ------------------------------------------------------------------
-# Each operation is one custom VJP whose forward and backward are one kernel
-# call each (softops._kernels.lapsum): the forward sorts the rows itself and
-# writes through the permutation, the backward reads the forward's
-# coefficients.  Module-level functions: they must be hashable and equal across
-# calls (see permutahedron).
+# Each operation is one custom derivative whose forward and fast backward are
+# one kernel call each (softops._kernels.lapsum): the forward sorts the rows
+# itself and writes through the permutation, the backward reads the forward's
+# coefficients.  Every other transform (forward mode, higher orders,
+# torch.func) differentiates the twin above on the kernel's sort order
+# (``_kernel_smooth``): the same closed forms, with every branch finite.
+# Module-level functions: they must be hashable and equal across calls (see
+# permutahedron).
 
 
 def _kernel_fwd(op, need_t):
     def fwd(xp, x, t, *k):
         out, aux, gaps, y, order = backend_of(x).lapsum_forward(op, x, t, *(k or [None]), need_t=need_t)
-        return out, (y, order, t[...], aux, gaps, *(a[...] for a in k))
+        return out, (aux, gaps, y, order)
 
     return fwd
 
 
 def _kernel_bwd(op, need_t):
-    def bwd(xp, out, residuals, g):
-        y, order, t, aux, gaps, *k = residuals
+    def bwd(xp, arrays, out, residuals, g):
+        (x, t, *k), (aux, gaps, y, order) = arrays, residuals
         gx, gt, gk = backend_of(y).lapsum_backward(op, y, order, t, aux, gaps, g, *(k or [None]), need_t=need_t)
         grads = (gx, sum_to(xp, gt, t.shape))
         return grads + (sum_to(xp, gk, k[0].shape),) if k else grads
@@ -315,17 +318,31 @@ def _kernel_bwd(op, need_t):
     return bwd
 
 
+def _kernel_smooth(op):
+    def smooth(xp, arrays, out, residuals):
+        (x, t, *k), order = arrays, residuals[3]
+        backend = backend_of(x)
+        t = t[..., None]
+        if op == "rank":
+            return rank_rows(backend, x, t, False, order)
+        if op == "sort":
+            return sort_rows(backend, x, t, False, order)
+        return topk_mask_rows(backend, x, k[0], t, True, order)
+
+    return smooth
+
+
 # Per operation and whether the temperature can need a gradient (a Python float
 # cannot: its cotangent, 0, is then not computed).
 _KERNEL_OPS = {
-    (op, need_t): (_kernel_fwd(op, need_t), _kernel_bwd(op, need_t))
+    (op, need_t): (_kernel_fwd(op, need_t), _kernel_bwd(op, need_t), _kernel_smooth(op))
     for op in ("rank", "sort", "mask")
     for need_t in (False, True)
 }
 
 
 def _kernel_op(backend: Backend, op: str, temperature):
-    return backend.custom_vjp(*_KERNEL_OPS[op, not isinstance(temperature, float)])
+    return backend.custom_derivative(*_KERNEL_OPS[op, not isinstance(temperature, float)])
 
 
 def _per_row(backend: Backend, x, a):

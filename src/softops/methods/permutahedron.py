@@ -79,63 +79,121 @@ def _positions(backend: Backend, like, log: bool):
     return xp.reshape(rho, (1,) * (like.ndim - 1) + (n,))
 
 
-# Each operation is one custom VJP around one kernel call per pass: the kernel
-# sorts the rows itself and reads and writes through the permutation, so no
-# framework sort, gather, scatter or broadcast copy is spent.
+# Each operation is one custom derivative around one kernel call per pass: the
+# kernel sorts the rows itself and reads and writes through the permutation, so
+# no framework sort, gather, scatter or broadcast copy is spent.
 #
 #   rank:    p = P(y / T, rho) in y's order (z = y, sorted by the kernel; w = rho shared);
 #   sort:    p = P(rho / T, y) in sorted order (z = rho shared; w = y, sorted by the kernel);
 #   project: p = P(y / T, w) in y's order, w an input (sorted descending).
-# Built once at import (JAX caches the custom_vjp on the functions, and
-# torch.compile traces the autograd.Function's constant op tuple only through
-# plain functions, not functools.partial).
+#
+# The fast reverse rule is the kernel's backward.  Every other transform
+# differentiates ``_smooth``: the kernel's closed form on its block partition
+# (``start``, sorted order), held fixed,
+#   l2: p_i = c (z_i - mean_B z) + mean_B w,   kl: p_i = c z_i - LSE_B(c z) + LSE_B(w),
+# in array operations (a gather, two segment sums and a gather back per
+# sequence).  Entries of an infinite block contribute zeros (their outputs are
+# constants).  Built once at import (JAX caches the custom_jvp on the
+# functions, and torch.compile traces the autograd.Function's constant op
+# tuple only through plain functions, not functools.partial).
+
+
+def _block_sum(backend: Backend, v, start):
+    """Per sorted position: the sum of ``v`` over its block."""
+    return backend.take(backend.segment_sum(v, start), start)
+
+
+def _block_stat(backend: Backend, v, start, size, kl: bool):
+    """``mean_B(v)`` (l2) or ``LSE_B(v)`` (kl) per sorted position; ``v`` is
+    sorted descending, so a block's first entry is its maximum."""
+    xp = backend.xp
+    if not kl:
+        return _block_sum(backend, v, start) / size
+    top = backend.stop_gradient(backend.take(v, start))
+    return top + xp.log(_block_sum(backend, xp.exp(v - top), start))
+
+
+def _smooth(backend: Backend, zs, ws, c, start, kl: bool):
+    """The kernel's primal on sorted rows from its partition ``start``, as a
+    differentiable function of ``zs``, ``ws`` and the scale ``c`` (infinite
+    entries read as 0: their blocks are constants)."""
+    xp = backend.xp
+    zs = xp.where(xp.isfinite(zs), zs, 0.0)
+    ws = xp.where(xp.isfinite(ws), ws, 0.0)
+    size = _block_sum(backend, xp.ones_like(zs), start)
+    c = c[..., None]
+    if kl:
+        cz = c * zs
+        return cz - _block_stat(backend, cz, start, size, True) + _block_stat(backend, ws, start, size, True)
+    return c * (zs - _block_stat(backend, zs, start, size, False)) + _block_stat(backend, ws, start, size, False)
 
 
 def _make_ops(kl: bool):
     def rank_fwd(xp, y, scale):
         backend = backend_of(y)
         p, start, order = backend.isotonic_forward(y, _positions(backend, y, kl), scale, kl, "z")
-        return p, (y[...], scale[...], start, order)
+        return p, (start, order)
 
-    def rank_bwd(xp, p, residuals, g):
-        y, scale, start, order = residuals
+    def rank_bwd(xp, arrays, p, residuals, g):
+        (y, scale), (start, order) = arrays, residuals
         backend = backend_of(y)
         gy, _, gc = backend.isotonic_backward(
             y, _positions(backend, y, kl), scale, start, g, kl, order, "z", need=(True, False)
         )
         return gy, sum_to(xp, gc, scale.shape)
 
+    def rank_smooth(xp, arrays, p, residuals):
+        (y, scale), (start, order) = arrays, residuals
+        backend = backend_of(y)
+        ps = _smooth(backend, backend.take(y, order), _positions(backend, y, kl), scale, start, kl)
+        return backend.take(ps, backend.inverse_permutation(order))
+
     def sort_fwd(xp, y, scale):
         backend = backend_of(y)
         p, start, order = backend.isotonic_forward(_positions(backend, y, False), y, scale, kl, "w")
-        return p, (y[...], scale[...], start, order)
+        return p, (start, order)
 
-    def sort_bwd(xp, p, residuals, g):
-        y, scale, start, order = residuals
+    def sort_bwd(xp, arrays, p, residuals, g):
+        (y, scale), (start, order) = arrays, residuals
         backend = backend_of(y)
         _, gy, gc = backend.isotonic_backward(
             _positions(backend, y, False), y, scale, start, g, kl, order, "w", need=(False, True)
         )
         return gy, sum_to(xp, gc, scale.shape)
 
+    def sort_smooth(xp, arrays, p, residuals):
+        (y, scale), (start, order) = arrays, residuals
+        backend = backend_of(y)
+        return _smooth(backend, _positions(backend, y, False), backend.take(y, order), scale, start, kl)
+
     def project_fwd(xp, y, w, scale):
         backend = backend_of(y)
         p, start, order = backend.isotonic_forward(y, w, scale, kl, "z")
-        return p, (y[...], w[...], scale[...], start, order)
+        return p, (start, order)
 
-    def project_bwd(xp, p, residuals, g):
-        y, w, scale, start, order = residuals
+    def project_bwd(xp, arrays, p, residuals, g):
+        (y, w, scale), (start, order) = arrays, residuals
         gy, gw, gc = backend_of(y).isotonic_backward(y, w, scale, start, g, kl, order, "z")
         return gy, sum_to(xp, gw, w.shape), sum_to(xp, gc, scale.shape)
 
-    return {"rank": (rank_fwd, rank_bwd), "sort": (sort_fwd, sort_bwd), "project": (project_fwd, project_bwd)}
+    def project_smooth(xp, arrays, p, residuals):
+        (y, w, scale), (start, order) = arrays, residuals
+        backend = backend_of(y)
+        ps = _smooth(backend, backend.take(y, order), w, scale, start, kl)
+        return backend.take(ps, backend.inverse_permutation(order))
+
+    return {
+        "rank": (rank_fwd, rank_bwd, rank_smooth),
+        "sort": (sort_fwd, sort_bwd, sort_smooth),
+        "project": (project_fwd, project_bwd, project_smooth),
+    }
 
 
 _OPS = {False: _make_ops(kl=False), True: _make_ops(kl=True)}
 
 
 def _op(backend: Backend, name: str, kl: bool):
-    return backend.custom_vjp(*_OPS[kl][name])
+    return backend.custom_derivative(*_OPS[kl][name])
 
 
 def _scale(backend: Backend, x, temperature):

@@ -13,7 +13,10 @@ non-negative weights that sum to 1 over the last axis.
 Sparsemax and entmax15 carry their closed-form Jacobians as custom VJPs:
   sparsemax: J = diag(s) - s s^T / |S|, s the support indicator;
   entmax15:  J = diag(g) - g g^T / sum(g), g = sqrt(p)
-(Peters et al. 2019, Prop. 1 / eq. 10).
+(Peters et al. 2019, Prop. 1 / eq. 10), and for every other transform
+(forward mode, Hessians, ``torch.func``) the closed form with the support held
+fixed (``_sparsemax_smooth``, ``_entmax15_smooth``), which the framework
+differentiates to any order.
 
 Both thresholds depend only on entries within 1 (sparsemax) or 2 (entmax15) of
 the row maximum, so the scores are clipped from below before the cumulative
@@ -57,7 +60,7 @@ def _sparsemax_fwd(xp, z):
     return xp.clip(z - tau, min=0.0), ()
 
 
-def _sparsemax_bwd(xp, p, residuals, g):
+def _sparsemax_bwd(xp, arrays, p, residuals, g):
     support = xp.astype(p > 0, g.dtype)
     g_support = g * support
     mean = xp.sum(g_support, axis=-1, keepdims=True) / xp.sum(support, axis=-1, keepdims=True)
@@ -85,19 +88,43 @@ def _entmax15_fwd(xp, z):
     return p / xp.sum(p, axis=-1, keepdims=True), (root,)
 
 
-def _entmax15_bwd(xp, p, residuals, g):
+def _entmax15_bwd(xp, arrays, p, residuals, g):
     (root,) = residuals
     weighted = root * g
     correction = xp.sum(weighted, axis=-1, keepdims=True) / xp.sum(root, axis=-1, keepdims=True)
     return (weighted - root * correction,)
 
 
+def _sparsemax_smooth(xp, arrays, p, residuals):
+    """``max(z - tau(z), 0)`` with the support ``S`` held fixed:
+    ``tau = (sum_S z - 1) / |S|``."""
+    (z,) = arrays
+    support = p > 0
+    tau = (_support_sum(xp, support, z) - 1.0) / _support_size(xp, support, z.dtype)
+    return xp.where(support, z - tau, 0.0)
+
+
+def _entmax15_smooth(xp, arrays, p, residuals):
+    """``(z / 2 - tau(z))^2`` on the fixed support ``S``, with the closed-form
+    threshold ``tau = mean_S(u) - sqrt((1 - sum_S (u - mean_S u)^2) / |S|)``,
+    ``u = z / 2`` (Peters et al. 2019, Alg. 2)."""
+    (z,) = arrays
+    support = p > 0
+    u = xp.where(support, z / 2.0, 0.0)
+    size = _support_size(xp, support, z.dtype)
+    mean = _support_sum(xp, support, u) / size
+    dev = xp.where(support, u - mean, 0.0)
+    delta = (1.0 - xp.sum(dev * dev, axis=-1, keepdims=True)) / size
+    root = xp.where(support, u - mean + xp.sqrt(xp.clip(delta, min=xp.finfo(z.dtype).tiny)), 0.0)
+    return root * root
+
+
 def sparsemax(backend: Backend, z):
-    return backend.custom_vjp(_sparsemax_fwd, _sparsemax_bwd)(z)
+    return backend.custom_derivative(_sparsemax_fwd, _sparsemax_bwd, _sparsemax_smooth)(z)
 
 
 def entmax15(backend: Backend, z):
-    return backend.custom_vjp(_entmax15_fwd, _entmax15_bwd)(z)
+    return backend.custom_derivative(_entmax15_fwd, _entmax15_bwd, _entmax15_smooth)(z)
 
 
 SIMPLEX_MAPS = {"softmax": softmax, "sparsemax": sparsemax, "entmax15": entmax15}
