@@ -1,0 +1,365 @@
+"""Every autodiff transform, for every operation and method, against finite differences.
+
+One table of operations (``CASES``: every public operation x method, each as a
+function of one float64 array, with its other arguments fixed) and one table
+of transforms per framework (``TORCH_TRANSFORMS``, ``JAX_TRANSFORMS``).  Each
+(case, transform) pair is one test, so a new operation or method added to
+``CASES`` cannot skip a transform.  The loss is non-linear,
+``L(x) = sum(c * f(x)) + sum(f(x)^2) / 2``, so that second derivatives are
+not trivially zero and ``torch.func.grad`` of a non-linear loss is exercised.
+
+References (float64, central differences on the NumPy backend, which runs the
+same kernels forward only): the Jacobian ``J``, so ``jvp = J v``,
+``vjp = J^T c``, ``grad L = J^T (c + f)``.  Hessian-vector products are
+checked against central differences of the framework's own first-order
+gradient (itself checked against ``J`` by the first-order transforms).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import softops
+from harness import HARNESSES, NumpyHarness
+
+NP = NumpyHarness()
+KL = softops.Permutahedron(regularization="kl")
+SORT_METHODS = {"l2": "permutahedron", "kl": KL, "lapsum": "lapsum"}
+SHAPE = (2, 5)
+STEP = 1e-6
+RTOL = 1e-6
+
+
+def _x(seed=0):
+    return np.random.default_rng(seed).normal(size=SHAPE) * 1.5
+
+
+def _const(h, a):
+    return h.asarray(np.asarray(a, dtype=np.float64))
+
+
+# Each case: name -> (make(h) -> f(x), x).  ``make`` builds the constants in
+# the harness's framework; f maps a float64 array to a float64 array.
+CASES = {}
+
+
+def case(name, x=None):
+    def register(make):
+        CASES[name] = (make, _x() if x is None else x)
+        return make
+
+    return register
+
+
+for _m in ("softmax", "sparsemax", "entmax15"):
+    case(f"argmax_weights-{_m}")(lambda h, m=_m: lambda x: softops.argmax_weights(x, temperature=0.7, method=m))
+    case(f"soft_argmax-{_m}")(lambda h, m=_m: lambda x: softops.soft_argmax(x, temperature=0.7, method=m))
+    case(f"soft_argmax2d-{_m}")(
+        lambda h, m=_m: lambda x: softops.soft_argmax(x, axis=(0, 1), temperature=0.7, method=m))
+for _m in ("softmax", "sparsemax", "entmax15", "logsumexp"):
+    case(f"soft_max-{_m}")(lambda h, m=_m: lambda x: softops.soft_max(x, temperature=0.7, method=m))
+case("soft_min-entmax15")(lambda h: lambda x: softops.soft_min(x, temperature=0.7, method="entmax15"))
+
+_ARR = np.cos(np.arange(7.0) * 1.3) * 2.0
+_IDX = np.array([[0.3, 1.6, 2.45, 4.7, 5.2], [6.1, 0.9, 3.3, 2.2, 4.05]])
+for _mode in ("linear", "cubic"):
+    case(f"lookup-{_mode}-index", _IDX)(
+        lambda h, mode=_mode: lambda i: softops.lookup(_const(h, _ARR), i, mode=mode))
+    case(f"lookup-{_mode}-arr", _ARR)(
+        lambda h, mode=_mode: lambda a: softops.lookup(a, _const(h, _IDX), mode=mode, padding="reflect"))
+for _k in ("linear", "cubic", "gaussian", "laplace"):
+    case(f"soft_index-{_k}", _IDX)(lambda h, k=_k: lambda i: softops.soft_index(i, 7, kernel=k, bandwidth=0.8))
+case("lookup_along_axis-index", _IDX[:, :3])(
+    lambda h: lambda i: softops.lookup_along_axis(_const(h, np.stack([_ARR, -_ARR])), i))
+case("soft_take-weights", np.abs(_x(1)))(lambda h: lambda w: softops.soft_take(_const(h, _ARR[:5]), w, axis=0))
+case("assign-linear-index", np.array([0.4, 2.7]))(
+    lambda h: lambda i: softops.assign(_const(h, _ARR), i, _const(h, [1.5, -2.0]), mode="linear"))
+case("soft_assign-weights", np.abs(_x(2)[:, :5]) / 3)(
+    lambda h: lambda w: softops.soft_assign(_const(h, _ARR[:5]), w, _const(h, [0.5, -1.0])))
+
+for _name, _m in SORT_METHODS.items():
+    case(f"soft_sort-{_name}")(lambda h, m=_m: lambda x: softops.soft_sort(x, temperature=0.6, method=m))
+    case(f"soft_sort-desc-{_name}")(
+        lambda h, m=_m: lambda x: softops.soft_sort(x, temperature=0.6, method=m, descending=True))
+    case(f"soft_rank-{_name}")(lambda h, m=_m: lambda x: softops.soft_rank(x, temperature=0.8, method=m))
+    case(f"soft_rank-desc-{_name}")(
+        lambda h, m=_m: lambda x: softops.soft_rank(x, temperature=0.8, method=m, descending=True))
+    case(f"soft_rank-temperature-{_name}", np.array(0.9))(
+        lambda h, m=_m: lambda t: softops.soft_rank(_const(h, _x(3)), temperature=t, method=m))
+    case(f"soft_sort-temperature-{_name}", np.array(0.7))(
+        lambda h, m=_m: lambda t: softops.soft_sort(_const(h, _x(3)), temperature=t, method=m))
+    case(f"soft_topk-{_name}")(lambda h, m=_m: lambda x: softops.soft_topk(x, 2, temperature=0.6, method=m))
+    case(f"soft_quantile-{_name}")(
+        lambda h, m=_m: lambda x: softops.soft_quantile(x, 0.3, temperature=0.6, method=m))
+    case(f"soft_median-{_name}")(lambda h, m=_m: lambda x: softops.soft_median(x, temperature=0.6, method=m))
+for _name in ("l2", "lapsum"):
+    case(f"soft_topk_mask-{_name}")(
+        lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_topk_mask(x, 2, temperature=0.8, method=m))
+    case(f"soft_topk_mask-k-{_name}", np.array(2.4))(
+        lambda h, m=SORT_METHODS[_name]: lambda k: softops.soft_topk_mask(
+            _const(h, _x(4)), k, temperature=0.8, method=m))
+
+
+# --- references ------------------------------------------------------------------
+
+
+def _loss_np(f, c, x):
+    y = np.asarray(f(x))
+    return np.sum(c * y) + 0.5 * np.sum(y * y)
+
+
+@functools.lru_cache(maxsize=None)
+def reference(name):
+    """``(x, v, c, f(x), J)`` for case ``name`` (J of shape out + in)."""
+    make, x = CASES[name]
+    f = make(NP)
+    y = np.asarray(f(x))
+    jac = np.zeros(y.shape + x.shape)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += STEP
+        down[i] -= STEP
+        jac[(...,) + i] = (np.asarray(f(up)) - np.asarray(f(down))) / (2 * STEP)
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=x.shape)
+    c = rng.normal(size=y.shape)
+    return x, v, c, y, jac
+
+
+def _contract_out(jac, w, y):
+    """``J^T w``: sum over the output axes."""
+    return np.tensordot(w, jac, axes=(list(range(y.ndim)), list(range(y.ndim))))
+
+
+def _contract_in(jac, v):
+    return np.tensordot(jac, v, axes=(list(range(jac.ndim - v.ndim, jac.ndim)), list(range(v.ndim))))
+
+
+def close(got, want, what):
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-7 * scale, err_msg=what)
+
+
+# --- PyTorch -----------------------------------------------------------------------
+
+TORCH = next((h for h in HARNESSES if h.name == "torch"), None)
+JAX = next((h for h in HARNESSES if h.name == "jax"), None)
+
+
+def _torch_transforms():
+    import torch
+    import torch.autograd.forward_ad as fwAD
+    from torch import func
+
+    def loss(f, c):
+        def L(x):
+            y = f(x)
+            return (c * y).sum() + 0.5 * (y * y).sum()
+        return L
+
+    def backward(f, x, v, c):
+        t = x.clone().requires_grad_(True)
+        loss(f, c)(t).backward()
+        return "grad", t.grad
+
+    def double_backward(f, x, v, c):
+        t = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(f, c)(t), t, create_graph=True)
+        (hv,) = torch.autograd.grad((g * v).sum(), t)
+        return "hvp", hv
+
+    def func_grad(f, x, v, c):
+        return "grad", func.grad(loss(f, c))(x)
+
+    def func_vjp(f, x, v, c):
+        y, pullback = func.vjp(f, x)
+        return "vjp", pullback(c)[0]
+
+    def func_jvp(f, x, v, c):
+        return "jvp", func.jvp(f, (x,), (v,))[1]
+
+    def func_jacrev(f, x, v, c):
+        return "jac", func.jacrev(f)(x)
+
+    def func_jacfwd(f, x, v, c):
+        return "jac", func.jacfwd(f)(x)
+
+    def func_hessian(f, x, v, c):
+        hess = func.hessian(loss(f, c))(x)
+        return "hvp", torch.tensordot(hess, v, dims=v.ndim)
+
+    def func_vmap_grad(f, x, v, c):
+        g = func.vmap(func.grad(loss(f, c)))(torch.stack([x, x]))
+        return "grad", g[1]
+
+    def func_jvp_of_grad(f, x, v, c):
+        return "hvp", func.jvp(func.grad(loss(f, c)), (x,), (v,))[1]
+
+    def forward_ad(f, x, v, c):
+        with fwAD.dual_level():
+            y = f(fwAD.make_dual(x, v))
+            return "jvp", fwAD.unpack_dual(y).tangent
+
+    return {name: fn for name, fn in locals().items() if callable(fn) and name not in ("loss", "fwAD", "func")}
+
+
+def _jax_transforms():
+    import jax
+    import jax.numpy as jnp
+
+    def loss(f, c):
+        def L(x):
+            y = f(x)
+            return jnp.sum(c * y) + 0.5 * jnp.sum(y * y)
+        return L
+
+    def grad(f, x, v, c):
+        return "grad", jax.grad(loss(f, c))(x)
+
+    def jit_grad(f, x, v, c):
+        return "grad", jax.jit(jax.grad(loss(f, c)))(x)
+
+    def vjp(f, x, v, c):
+        return "vjp", jax.vjp(f, x)[1](c)[0]
+
+    def jvp(f, x, v, c):
+        return "jvp", jax.jvp(f, (x,), (v,))[1]
+
+    def linearize(f, x, v, c):
+        return "jvp", jax.linearize(f, x)[1](v)
+
+    def jacfwd(f, x, v, c):
+        return "jac", jax.jacfwd(f)(x)
+
+    def jacrev(f, x, v, c):
+        return "jac", jax.jacrev(f)(x)
+
+    def hessian(f, x, v, c):
+        return "hvp", jnp.tensordot(jax.hessian(loss(f, c))(x), v, axes=v.ndim)
+
+    def vmap_grad(f, x, v, c):
+        return "grad", jax.vmap(jax.grad(loss(f, c)))(jnp.stack([x, x]))[1]
+
+    def fwd_over_rev(f, x, v, c):
+        return "hvp", jax.jvp(jax.grad(loss(f, c)), (x,), (v,))[1]
+
+    def rev_over_rev(f, x, v, c):
+        g = jax.grad(loss(f, c))
+        return "hvp", jax.grad(lambda t: jnp.sum(g(t) * v))(x)
+
+    transforms = {name: fn for name, fn in locals().items() if callable(fn) and name not in ("loss", "jax", "jnp")}
+    # Eager JAX compiles every primitive separately: all but the eager grad and
+    # jvp run under one jax.jit each (one compilation per test).
+    eager = ("grad", "jvp")
+
+    return {name: (fn if name in eager else _jitted(fn)) for name, fn in transforms.items()}
+
+
+def _jitted(fn):
+    """``fn`` under one ``jax.jit``, with the kind of its result known without running it."""
+    kind = {"jit_grad": "grad", "vjp": "vjp", "linearize": "jvp", "jacfwd": "jac", "jacrev": "jac",
+            "hessian": "hvp", "vmap_grad": "grad", "fwd_over_rev": "hvp", "rev_over_rev": "hvp"}[fn.__name__]
+
+    def run(f, x, v, c):
+        import jax
+
+        return kind, jax.jit(lambda x, v, c: fn(f, x, v, c)[1])(x, v, c)
+
+    return run
+
+
+TORCH_TRANSFORMS = _torch_transforms() if TORCH else {}
+JAX_TRANSFORMS = _jax_transforms() if JAX else {}
+
+
+def _first_order_grad(h, f):
+    """The framework's plain reverse-mode gradient of the loss, ``(x, c) -> grad``
+    (for central differences of HVPs; JAX's is compiled once for both points)."""
+    if h.name == "torch":
+        return lambda x, c: TORCH_TRANSFORMS["backward"](f, x, None, c)[1]
+    import jax
+    import jax.numpy as jnp
+
+    def L(x, c):
+        y = f(x)
+        return jnp.sum(c * y) + 0.5 * jnp.sum(y * y)
+
+    return jax.jit(jax.grad(L))
+
+
+def _expected(h, kind, f, name):
+    x, v, c, y, jac = reference(name)
+    if kind == "jvp":
+        return _contract_in(jac, v)
+    if kind == "vjp":
+        return _contract_out(jac, c, y)
+    if kind == "grad":
+        return _contract_out(jac, c + y, y)
+    if kind == "jac":
+        return jac
+    # hvp: central differences of the framework's own gradient along v
+    h_step = 1e-5
+    grad = _first_order_grad(h, f)
+    gp = h.to_numpy(grad(h.asarray(x + h_step * v), h.asarray(c)))
+    gm = h.to_numpy(grad(h.asarray(x - h_step * v), h.asarray(c)))
+    return (gp - gm) / (2 * h_step)
+
+
+def _run(h, transforms, name, transform):
+    make, _ = CASES[name]
+    x, v, c, y, _ = reference(name)
+    f = make(h)
+    kind, got = transforms[transform](f, h.asarray(x), h.asarray(v), h.asarray(c))
+    close(h.to_numpy(got), _expected(h, kind, f, name), f"{name} under {h.name} {transform}")
+
+
+@pytest.mark.skipif(TORCH is None, reason="torch is not installed")
+@pytest.mark.parametrize("transform", list(TORCH_TRANSFORMS))
+@pytest.mark.parametrize("name", list(CASES))
+def test_torch_transform(name, transform):
+    _run(TORCH, TORCH_TRANSFORMS, name, transform)
+
+
+@pytest.mark.skipif(JAX is None, reason="jax is not installed")
+@pytest.mark.parametrize("transform", list(JAX_TRANSFORMS))
+@pytest.mark.parametrize("name", list(CASES))
+def test_jax_transform(name, transform):
+    _run(JAX, JAX_TRANSFORMS, name, transform)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCH is None, reason="torch is not installed")
+@pytest.mark.parametrize("name", list(CASES))
+def test_torch_compile_forward_backward(name):
+    """``torch.compile(fullgraph=True)`` of forward + backward equals the FD gradient."""
+    import torch
+
+    make, _ = CASES[name]
+    x, v, c, y, jac = reference(name)
+    f = make(TORCH)
+    ct = TORCH.asarray(c)
+
+    def loss(t):
+        out = f(t)
+        return out, (ct * out).sum() + 0.5 * (out * out).sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    t = TORCH.asarray(x).requires_grad_(True)
+    out, value = compiled(t)
+    value.backward()
+    close(TORCH.to_numpy(out), y, f"{name} compiled value")
+    close(TORCH.to_numpy(t.grad), _contract_out(jac, c + y, y), f"{name} compiled gradient")
+
+
+def test_every_public_operation_has_a_case():
+    """A public operation missing from CASES fails here."""
+    covered = {name.split("-")[0].replace("soft_argmax2d", "soft_argmax") for name in CASES}
+    ops = {n for n in softops.__all__ if n[0].islower() and callable(getattr(softops, n))}
+    exempt = {"soft_argmin", "soft_scatter_add"}  # thin wrappers of soft_argmax / soft_assign
+    assert ops - exempt <= covered, sorted(ops - exempt - covered)
