@@ -41,6 +41,11 @@ def _const(h, a):
     return h.asarray(np.asarray(a, dtype=np.float64))
 
 
+def _given(a, f):
+    """``f`` with its first argument fixed to the (framework) constant ``a``."""
+    return lambda x: f(a, x)
+
+
 # Each case: name -> (make(h) -> f(x), x).  ``make`` builds the constants in
 # the harness's framework; f maps a float64 array to a float64 array.
 CASES = {}
@@ -88,9 +93,9 @@ for _name, _m in SORT_METHODS.items():
     case(f"soft_rank-desc-{_name}")(
         lambda h, m=_m: lambda x: softops.soft_rank(x, temperature=0.8, method=m, descending=True))
     case(f"soft_rank-temperature-{_name}", np.array(0.9))(
-        lambda h, m=_m: lambda t: softops.soft_rank(_const(h, _x(3)), temperature=t, method=m))
+        lambda h, m=_m: _given(_const(h, _x(3)), lambda a, t: softops.soft_rank(a, temperature=t, method=m)))
     case(f"soft_sort-temperature-{_name}", np.array(0.7))(
-        lambda h, m=_m: lambda t: softops.soft_sort(_const(h, _x(3)), temperature=t, method=m))
+        lambda h, m=_m: _given(_const(h, _x(3)), lambda a, t: softops.soft_sort(a, temperature=t, method=m)))
     case(f"soft_topk-{_name}")(lambda h, m=_m: lambda x: softops.soft_topk(x, 2, temperature=0.6, method=m))
     case(f"soft_quantile-{_name}")(
         lambda h, m=_m: lambda x: softops.soft_quantile(x, 0.3, temperature=0.6, method=m))
@@ -99,8 +104,8 @@ for _name in ("l2", "lapsum"):
     case(f"soft_topk_mask-{_name}")(
         lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_topk_mask(x, 2, temperature=0.8, method=m))
     case(f"soft_topk_mask-k-{_name}", np.array(2.4))(
-        lambda h, m=SORT_METHODS[_name]: lambda k: softops.soft_topk_mask(
-            _const(h, _x(4)), k, temperature=0.8, method=m))
+        lambda h, m=SORT_METHODS[_name]: _given(
+            _const(h, _x(4)), lambda a, k: softops.soft_topk_mask(a, k, temperature=0.8, method=m)))
 
 
 # --- references ------------------------------------------------------------------

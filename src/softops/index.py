@@ -40,7 +40,7 @@ from softops._validate import (
     check_temperature,
     normalize_axes,
 )
-from softops.select import _straight_through
+from softops._shared import as_array, as_float_array, straight_through
 
 __all__ = [
     "assign",
@@ -317,6 +317,7 @@ def soft_index(index, size, *, kernel="linear", bandwidth=1.0, padding="clamp"):
         >>> softops.soft_index(np.array(1.0), 3, kernel="gaussian", bandwidth=0.5).round(4)
         array([0.1065, 0.787 , 0.1065])
     """
+    index = as_array(index)
     check_choice(kernel, "kernel", KERNELS)
     check_choice(padding, "padding", PADDINGS)
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
@@ -370,7 +371,7 @@ def _read(xp, coords, sizes, strides, mode, padding, hard, backend, gather):
     soft = read(mode)
     if not hard or mode == "nearest" or xp.isdtype(coords[0].dtype, "integral"):
         return soft
-    return _straight_through(backend, read("nearest"), soft)
+    return straight_through(backend, read("nearest"), soft)
 
 
 def lookup(arr, index, axis=0, *, mode="linear", padding="clamp", hard=False):
@@ -406,6 +407,8 @@ def lookup(arr, index, axis=0, *, mode="linear", padding="clamp", hard=False):
         >>> softops.lookup(grid, np.array([[0.5, 1.5], [1.5, 2.5]]), axis=(0, 1))
         array([3.5, 8.5])
     """
+    arr = as_float_array(arr)
+    index = as_array(index, like=arr)
     _check_read_options(mode, padding, hard)
     backend = check_float_array(arr, "arr")
     _check_index(backend, index)
@@ -452,6 +455,8 @@ def lookup_along_axis(arr, index, axis=-1, *, mode="linear", padding="clamp", ha
         array([[2.5],
                [6.5]])
     """
+    arr = as_float_array(arr)
+    index = as_array(index, like=arr)
     _check_read_options(mode, padding, hard)
     backend = check_float_array(arr, "arr")
     _check_index(backend, index)
@@ -524,6 +529,8 @@ def soft_take(arr, weights, axis=0):
         >>> softops.soft_take(np.array([1.0, 2.0, 4.0]), np.array([0.0, 0.5, 0.5]))
         array(3.)
     """
+    arr = as_float_array(arr)
+    weights = as_array(weights, like=arr)
     backend, xp, caller, front, rows, positions, _ = _setup_weighted(arr, weights, axis)
     out = front.to_slot(xp, xp.matmul(rows, front.flat), positions)
     return _cast(xp, out, caller)
@@ -559,6 +566,8 @@ def soft_assign(arr, weights, value, axis=0, *, erase=1.0):
         >>> softops.soft_assign(np.zeros(3), np.array([0.0, 0.25, 0.75]), np.array(4.0))
         array([0., 1., 3.])
     """
+    arr = as_float_array(arr)
+    weights, value = as_array(weights, like=arr), as_array(value, like=arr)
     if isinstance(erase, numbers.Real) and not isinstance(erase, bool):
         erase_arg = ()
         erase = float(erase)
@@ -586,6 +595,8 @@ def soft_scatter_add(arr, weights, value, axis=0):
         >>> softops.soft_scatter_add(np.ones(3), np.array([[1.0, 0, 0], [0.5, 0.5, 0]]), np.array([2.0, 4.0]))
         array([5., 3., 1.])
     """
+    arr = as_float_array(arr)
+    weights, value = as_array(weights, like=arr), as_array(value, like=arr)
     backend, xp, caller, front, rows, positions, extra = _setup_weighted(
         arr, weights, axis, (("value", value),)
     )
@@ -634,6 +645,8 @@ def assign(arr, index, value, axis=0, *, mode="nearest", padding="clamp"):
         >>> softops.assign(np.zeros(4), np.array(1.25), np.array(8.0), mode="linear")
         array([0., 6., 2., 0.])
     """
+    arr = as_float_array(arr)
+    index, value = as_array(index, like=arr), as_array(value, like=arr)
     check_choice(mode, "mode", ("nearest", "linear"))
     check_choice(padding, "padding", PADDINGS)
     backend = check_float_array(arr, "arr")

@@ -23,6 +23,7 @@ that is entirely ``-inf`` is read as a row of ties.
 
 from __future__ import annotations
 
+from softops._shared import as_float_array, straight_through
 from softops._prepare import Prepared, prepare
 from softops._validate import check_choice, check_float_array, check_flag
 from softops.methods.simplex import SIMPLEX_MAPS, softmax
@@ -57,11 +58,6 @@ def _one_hot_argmax(backend, x):
     first = xp.argmax(x, axis=-1, keepdims=True)
     positions = xp.arange(x.shape[-1], dtype=first.dtype, device=backend.device(x))
     return xp.astype(positions == first, x.dtype)
-
-
-def _straight_through(backend, hard, soft):
-    """The value of ``hard`` with the gradient of ``soft`` (exact: ``soft - soft`` is 0)."""
-    return backend.stop_gradient(hard) + (soft - backend.stop_gradient(soft))
 
 
 def _relaxed_one_hot(p: Prepared, method: str, key):
@@ -119,11 +115,12 @@ def argmax_weights(x, axis=-1, *, temperature=1.0, method="softmax", hard=False,
         >>> softops.argmax_weights(np.array([-2.0, 0.0, 0.5]), method="sparsemax")
         array([0.  , 0.25, 0.75])
     """
+    x = as_float_array(x)
     _check_common(method, WEIGHT_METHODS, hard)
     p = prepare(x, axis, temperature)
     weights, one_hot = _relaxed_one_hot(p, method, key)
     if hard:
-        weights = _straight_through(p.backend, one_hot, weights)
+        weights = straight_through(p.backend, one_hot, weights)
     return p.output(p.layout.restore(p.xp, weights))
 
 
@@ -171,6 +168,7 @@ def soft_argmax(
         >>> softops.soft_argmax(np.array([8.0, 8.0, 8.0, 9.0]), temperature=0.01)
         array(3.)
     """
+    x = as_float_array(x)
     _check_common(method, WEIGHT_METHODS, hard, keepdims)
     p = prepare(x, axis, temperature)
     xp = p.xp
@@ -178,7 +176,7 @@ def soft_argmax(
     table = _index_table(xp, p.layout.axis_sizes, weights.dtype, p.backend.device(weights))
     index = xp.matmul(weights, table)
     if hard:
-        index = _straight_through(p.backend, xp.matmul(one_hot, table), index)
+        index = straight_through(p.backend, xp.matmul(one_hot, table), index)
     coordinates = isinstance(axis, (tuple, list))
     if not coordinates:
         index = index[..., 0]
@@ -197,6 +195,7 @@ def soft_argmin(
         >>> softops.soft_argmin(np.array([3.0, -1.0, 2.0]), temperature=1e-3)
         array(1.)
     """
+    x = as_float_array(x)
     check_float_array(x)
     return soft_argmax(
         -x, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims, key=key
@@ -223,6 +222,7 @@ def soft_max(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
         >>> softops.soft_max(np.array([1.0, 2.0, 3.0]), method="sparsemax", temperature=2.0)
         array(2.75)
     """
+    x = as_float_array(x)
     _check_common(method, MAX_METHODS, hard, keepdims)
     p = prepare(x, axis, temperature)
     xp = p.xp
@@ -242,7 +242,7 @@ def soft_max(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
         pinned = xp.minimum(xp.maximum(value, xp.min(x_safe, axis=-1)), row_max)
         value = sg(pinned) + (value - sg(value))
     if hard:
-        value = _straight_through(p.backend, row_max, value)
+        value = straight_through(p.backend, row_max, value)
     value = xp.where(all_masked[..., 0], -xp.inf, value)
     return p.output(p.layout.restore_reduced(xp, value, keepdims=keepdims))
 
@@ -256,6 +256,7 @@ def soft_min(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
         >>> softops.soft_min(np.array([1.0, 2.0, 3.0]), method="sparsemax", temperature=2.0)
         np.float64(1.25)
     """
+    x = as_float_array(x)
     check_float_array(x)
     return -soft_max(
         -x, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims

@@ -19,10 +19,11 @@ with theirs), and it acts differently on the two operations:
   within a merged block ``B`` the l2 rank is
   ``rank_i = mean_B(rank) + (x_i - mean_B(x)) / T``.
 * ``soft_sort``: ``(1..n) / T`` is projected onto the permutahedron of ``x``, so
-  ``1 / T`` is a value gap in units of ``x``: sorted outputs more than about
-  ``1 / T`` apart are exact; within a merged block the l2 output is
-  ``sort_k = mean_B(x) + (k - mean_B(k)) / T``, i.e. the gaps are capped at
-  ``1 / T``.  Large ``T`` pulls everything towards the mean of ``x``.
+  ``1 / T`` is a value gap in units of ``x``: sorted neighbours closer than
+  about ``1 / T`` stay exact, and wider gaps are merged into blocks whose
+  gaps are capped at ``1 / T``: within a merged block the l2 output is
+  ``sort_k = mean_B(x) + (k - mean_B(k)) / T`` (so ``soft_sort([0, 10], T=1)
+  = [4.5, 5.5]``, while ``T = 0.01`` returns ``[0, 10]``).  Large ``T`` pulls everything towards the mean of ``x``.
 
 As ``T`` goes to 0 both give the exact result (for ranks of distinct values;
 tied values share their average rank).
@@ -42,7 +43,7 @@ from softops._prepare import prepare
 from softops._validate import check_flag
 from softops.methods.lapsum import LapSum
 from softops.methods.permutahedron import Permutahedron
-from softops.select import _straight_through
+from softops._shared import as_float_array, straight_through
 from softops.temperature import Relative
 
 __all__ = ["LapSum", "Permutahedron", "soft_rank", "soft_sort"]
@@ -93,7 +94,7 @@ def _rows(x, axis, descending, temperature, method, hard, soft_rows, exact_rows)
     p = prepare_sorting(x, axis, temperature, config, soft_rows[: -len("_rows")])
     out = getattr(config, soft_rows)(p.backend, p.x, p.temperature, descending)
     if hard:
-        out = _straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)
+        out = straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)
     return p, out
 
 
@@ -117,9 +118,10 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     permutations of ``x``.  It is non-decreasing, sums to ``sum(x)``, and splits
     into blocks of consecutive sorted positions; on a block ``B`` of size ``m``
     the values are ``mean_B(x) + (k - mean_B(k)) / T``: evenly spaced ``1 / T``
-    apart around the block mean.  Sorted values further apart than about
-    ``1 / T`` (in units of ``x``) stay exact; so ``1 / T`` is the largest gap a
-    merged block keeps, and as ``T -> 0`` the output is ``sort(x)``.  With
+    apart around the block mean.  Sorted neighbours closer than about ``1 / T``
+    (in units of ``x``) stay exact; a gap wider than that is merged and capped
+    at ``1 / T`` (``soft_sort([0, 10], T=1) = [4.5, 5.5]``), and as ``T -> 0``
+    the output is ``sort(x)``.  With
     ``Permutahedron(regularization="kl")`` position ``k`` of a block holds
     ``-LSE_B(-x) + log sum_{j in B} exp((k - j) / T)`` instead (``LSE`` the
     log-sum-exp; descending: ``LSE_B(x) - log sum_{j in B} exp((k - j) / T)``).
@@ -131,6 +133,11 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
 
     ``hard=True`` returns the exact sort with the gradient of the soft one.
 
+    Infinities are exact extremes (every method): with ``m`` entries at
+    ``-inf`` the output is ``m`` times ``-inf`` followed by
+    ``soft_sort(x[finite])`` (``+inf`` likewise at the end), with zero gradient
+    for the infinite entries; a row holding a NaN returns NaN.
+
     Example::
 
         >>> import numpy as np, softops
@@ -139,6 +146,7 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
         >>> softops.soft_sort(np.array([5.0, 1.0, 2.0]), temperature=0.1)
         array([1., 2., 5.])
     """
+    x = as_float_array(x)
     return _apply(x, axis, descending, temperature, method, hard, "sort_rows", _exact_sort)
 
 
@@ -162,10 +170,20 @@ def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     ``scipy.stats.rankdata(method="ordinal")``) with the gradient of the soft
     ranks.
 
+    Infinities are exact extremes (every method): with ``m`` entries at
+    ``-inf`` the finite entries' ranks are ``m + soft_rank(x[finite])`` and the
+    ``-inf`` entries share the average rank ``(m + 1) / 2`` exactly (``+inf``
+    likewise at the top); infinite entries get zero gradient.  The one
+    exception is ``Permutahedron("kl")``, whose ranks are not shift-invariant:
+    there the finite entries are projected onto the remaining positions
+    ``m + 1, ..., n`` (same order and total as ``m + soft_rank(x[finite])``, not
+    the same values).  A row holding a NaN returns NaN (other rows untouched).
+
     Example::
 
         >>> import numpy as np, softops
         >>> softops.soft_rank(np.array([5.0, 1.0, 2.0]), temperature=2.0)
         array([3.  , 1.25, 1.75])
     """
+    x = as_float_array(x)
     return _apply(x, axis, descending, temperature, method, hard, "rank_rows", _exact_ranks)

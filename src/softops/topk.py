@@ -37,7 +37,7 @@ from softops._validate import (
 )
 from softops.index import lookup
 from softops.methods.permutahedron import project_rows
-from softops.select import _straight_through
+from softops._shared import as_float_array, straight_through
 from softops.sort import _exact_sort, _rows, prepare_sorting, resolve_method
 
 __all__ = ["soft_median", "soft_quantile", "soft_topk", "soft_topk_mask"]
@@ -102,9 +102,9 @@ def soft_topk(
 
     The result is the first ``k`` entries of ``soft_sort(x, axis,
     descending=largest)`` (see ``softops.soft_sort`` for the method and the
-    temperature: sorted values more than about ``1 / T`` apart, in units of
-    ``x``, stay exact, and closer ones are spread ``1 / T`` apart around their
-    mean).  ``k`` is an int in ``[1, n]``.  The output has ``x``'s shape with
+    temperature: sorted neighbours closer than about ``1 / T``, in units of
+    ``x``, stay exact, and wider gaps are merged and capped at ``1 / T``
+    around their mean).  ``k`` is an int in ``[1, n]``.  The output has ``x``'s shape with
     ``axis`` replaced by ``k`` in place (as ``torch.topk``); with a tuple of axes
     they are flattened and replaced by one axis of length ``k`` at the place of
     the first.  ``hard=True`` returns the exact top-k values with the soft
@@ -118,6 +118,7 @@ def soft_topk(
         >>> softops.soft_topk(np.array([5.0, 1.0, 2.0, 4.0]), 2, temperature=2.0)
         array([3.75, 3.25])
     """
+    x = as_float_array(x)
     _, _, n = _axis_length(x, axis)
     k = _check_k_int(k, n)
     check_flag(largest, "largest")
@@ -172,6 +173,7 @@ def soft_topk_mask(
         >>> softops.soft_topk_mask(np.array([5.0, 1.0, 2.0, 4.0]), 2, temperature=4.0)
         array([1.  , 0.  , 0.25, 0.75])
     """
+    x = as_float_array(x)
     backend, _, n = _axis_length(x, axis)
     k = _check_k_real(k, n, backend)
     check_flag(largest, "largest")
@@ -198,7 +200,7 @@ def soft_topk_mask(
         # Stable descending order of the selected entries: ties go to the first.
         order = xp.argsort(p.x if largest else -p.x, axis=-1, descending=True, stable=True)
         exact = xp.take_along_axis(w, p.backend.inverse_permutation(order), axis=-1)
-        mask = _straight_through(p.backend, exact, mask)
+        mask = straight_through(p.backend, exact, mask)
     return p.output(p.layout.restore(xp, mask))
 
 
@@ -264,6 +266,7 @@ def soft_quantile(
         >>> softops.soft_quantile(x, 0.5, temperature=1.0)
         array(3.)
     """
+    x = as_float_array(x)
     check_flag(keepdims, "keepdims")
     p, rows = _rows(x, axis, False, temperature, method, hard, "sort_rows", _exact_sort)
     xp = p.xp
@@ -290,6 +293,7 @@ def soft_median(x, axis=-1, *, temperature=1.0, method="permutahedron", hard=Fal
         >>> softops.soft_median(np.array([[5.0, 1.0, 2.0, 4.0], [3.0, 0.0, 9.0, 9.0]]), temperature=1e-3)
         array([3., 6.])
     """
+    x = as_float_array(x)
     return soft_quantile(
         x, 0.5, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims
     )

@@ -34,9 +34,9 @@ def _custom_function(fwd, bwd, smooth):
     def function_jvp(primals, tangents):
         out, residuals = fwd(jnp, *(jax.lax.stop_gradient(a) for a in primals))
         s, t = jax.jvp(lambda *a: smooth(jnp, a, out, residuals), tuple(primals), tuple(tangents))
-        finite = jnp.isfinite(out)
+        infinite = jnp.isinf(out)  # an infinite output is a constant
         delta = s - jax.lax.stop_gradient(s)  # value 0: out keeps the kernel's value
-        return out + jnp.where(finite, delta, 0.0), jnp.where(finite, t, 0.0)
+        return out + jnp.where(infinite, 0.0, delta), jnp.where(infinite, 0.0, t)
 
     return function
 

@@ -35,9 +35,9 @@ def _transformed() -> bool:
 
 def _finite_delta(out, s):
     """``s - stop_gradient(s)`` (value 0, the derivatives of ``s``), zero where
-    ``out`` is not finite (an infinite output is a constant)."""
+    ``out`` is infinite (an infinite output is a constant)."""
     delta = s - s.detach()
-    return torch.where(torch.isfinite(out), delta, torch.zeros_like(delta))
+    return torch.where(torch.isinf(out), torch.zeros_like(delta), delta)
 
 
 class _CustomOp(torch.autograd.Function):
@@ -78,7 +78,7 @@ class _CustomOp(torch.autograd.Function):
             wanted = [a for a, need in zip(arrays, needs) if need]
             with torch.enable_grad():
                 s = ctx.op[2](xp_torch, arrays, out, residuals)
-                s = torch.where(torch.isfinite(out), s, torch.zeros_like(s))
+                s = torch.where(torch.isinf(out), torch.zeros_like(s), s)
             grads = iter(torch.autograd.grad(s, wanted, grad_out, create_graph=True, allow_unused=True))
             return (None, *(next(grads) if need else None for need in needs))
         grads = ctx.op[1](xp_torch, arrays, out, residuals, grad_out)

@@ -98,8 +98,26 @@ def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, star
             for i in range(n):
                 zs[i] = np.float64(z[zr, idx[i] if unsort == 1 else i])
                 ws[i] = np.float64(w[wr, idx[i] if unsort == 2 else i])
-            top = -1
+            # Infinite entries (+inf of either sequence first, -inf last: both
+            # are sorted descending) form one tie block at each end, outside
+            # the pooling; a row holding a NaN is NaN.
+            nan = False
             for i in range(n):
+                if zs[i] != zs[i] or ws[i] != ws[i]:
+                    nan = True
+            if nan:
+                for i in range(n):
+                    start[r, i] = i
+                    out[r, idx[i] if unsort == 1 else i] = np.nan
+                continue
+            first = 0
+            while first < n and (zs[first] == np.inf or ws[first] == np.inf):
+                first += 1
+            last = n
+            while last > first and (zs[last - 1] == -np.inf or ws[last - 1] == -np.inf):
+                last -= 1
+            top = -1
+            for i in range(first, last):
                 top += 1
                 start[r, top] = i
                 sz[top] = c * zs[i] if kl else zs[i]
@@ -116,7 +134,7 @@ def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, star
                         sw[top - 1] += sw[top]
                         value[top - 1] = (c * sz[top - 1] - sw[top - 1]) / (i + 1 - start[r, top - 1])
                     top -= 1
-            hi = n
+            hi = last
             for b in range(top, -1, -1):
                 lo = start[r, b]
                 if kl:
@@ -133,6 +151,33 @@ def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, star
                     else:
                         out[r, j] = c * (zs[i] - shift_z) + shift_w
                 hi = lo
+            # The infinite blocks: the infinite sequence's term is its value
+            # (kl: LSE), the finite one's is exact (l2: c (z - mean z); kl:
+            # c z - LSE(c z)), and an infinite z reads as a tie (l2: 0; kl:
+            # -log m, a uniform softmax).
+            for end in range(2):
+                lo = 0 if end == 0 else last
+                hi = first if end == 0 else n
+                if lo == hi:
+                    continue
+                m = hi - lo
+                z_inf = zs[lo] == np.inf or zs[lo] == -np.inf
+                mz = 0.0
+                mw = 0.0
+                for i in range(lo, hi):
+                    start[r, i] = lo
+                    if kl:
+                        mz = c * zs[i] if i == lo else _logaddexp(mz, c * zs[i])
+                        mw = ws[i] if i == lo else _logaddexp(mw, ws[i])
+                    else:
+                        mz += zs[i] / m
+                        mw += ws[i] / m
+                for i in range(lo, hi):
+                    j = idx[i] if unsort == 1 else i
+                    if kl:
+                        out[r, j] = (-math.log(m) if z_inf else c * zs[i] - mz) + mw
+                    else:
+                        out[r, j] = (0.0 if z_inf else c * (zs[i] - mz)) + mw
 
 
 def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, gc):
@@ -150,6 +195,19 @@ def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, 
             hi = lo + 1
             while hi < n and start[r, hi] == lo:
                 hi += 1
+            z0 = np.float64(z[zr, order[r, lo] if unsort == 1 else lo])
+            w0 = np.float64(w[wr, order[r, lo] if unsort == 2 else lo])
+            if not (np.isfinite(z0) and np.isfinite(w0)):
+                # An infinite block is a constant; a NaN one (a NaN row) is NaN.
+                fill = np.nan if (z0 != z0 or w0 != w0) else 0.0
+                for i in range(lo, hi):
+                    if need_gz:
+                        gz[r, order[r, i] if unsort == 1 else i] = fill
+                    if need_gw:
+                        gw[r, order[r, i] if unsort == 2 else i] = fill
+                total_c += fill
+                lo = hi
+                continue
             block_g = 0.0
             for i in range(lo, hi):
                 block_g += np.float64(g[r, order[r, i] if unsort == 1 else i])
@@ -194,7 +252,7 @@ def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, 
 
 def _logaddexp_py(a, b):
     m = max(a, b)
-    if m == -np.inf:
+    if m == -np.inf or m == np.inf:
         return m
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
@@ -297,7 +355,8 @@ class _Layout:
             self.rows, self.n)
 
     def full(self, a):
-        return np.ascontiguousarray(np.broadcast_to(a, self.batch + a.shape[-1:])).reshape(self.rows, -1)
+        return np.ascontiguousarray(np.broadcast_to(a, self.batch + a.shape[-1:])).reshape(
+            self.rows, a.shape[-1])
 
 
 def _check_unsort(unsort, order=None, backward=False):

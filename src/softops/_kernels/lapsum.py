@@ -99,7 +99,10 @@ def _block_knots_py(y, t, steps, lo, hi, block):
         scale = -1.0 / np.float64(t[r * steps[1]])
         base = (r - lo) * n
         for j in range(n - 1):
-            block[base + j] = (np.float64(y[yr, j + 1]) - np.float64(y[yr, j])) * scale
+            # Tied infinities are a tie (gap 0); next to an infinity the gap
+            # is infinite and e_j = 0, which decouples the finite entries.
+            gap = 0.0 if y[yr, j + 1] == y[yr, j] else np.float64(y[yr, j + 1]) - np.float64(y[yr, j])
+            block[base + j] = gap * scale
         block[base + n - 1] = -np.inf
     for i in range((hi - lo) * n):
         block[i] = _exp(block[i])
@@ -139,13 +142,13 @@ def _derivatives_py(y, r, t, e, alpha, beta, da, db):
     da[0] = 0.0
     for j in range(1, n):
         de = 0.0
-        if e[j - 1] > 0.0:
+        if e[j - 1] > 0.0 and y[r, j] != y[r, j - 1]:
             de = e[j - 1] * ((np.float64(y[r, j]) - np.float64(y[r, j - 1])) / t)
         da[j] = e[j - 1] * da[j - 1] + de * alpha[j - 1]
     db[n - 1] = 0.0
     for j in range(n - 2, -1, -1):
         de = 0.0
-        if e[j] > 0.0:
+        if e[j] > 0.0 and y[r, j + 1] != y[r, j]:
             de = e[j] * ((np.float64(y[r, j + 1]) - np.float64(y[r, j])) / t)
         db[j] = e[j] * db[j + 1] + de * beta[j + 1]
 
@@ -258,7 +261,7 @@ def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, o
                     m += 1
                 _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
                 for j in range(n):
-                    v = (np.float64(y[yr, j]) - anchor) / tr - offset
+                    v = (0.0 if y[yr, j] == anchor else (np.float64(y[yr, j]) - anchor) / tr) - offset
                     p = 0.5 * _exp(-abs(v))
                     out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
         if op == 1:
@@ -326,6 +329,11 @@ def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, 
                 dt -= q * (math.log(b) - math.log(q) + db[m] / b)
             dt /= p + q
         aux[r, 3, j] = dt
+        if not math.isfinite(out[r, j]):
+            # An output at an infinite knot is a constant.
+            aux[r, 1, j] = 0.0
+            aux[r, 2, j] = 0.0
+            aux[r, 3, j] = 0.0
         gaps[r, j] = m
 
 
@@ -352,6 +360,10 @@ def _backward_rows(y, order, t, k, aux, gaps, g, steps, op, need_t, gy, gt, gk):
                 _block_recurrences(y, yr, yr + 1, e, alpha, beta, rank)
                 _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
                                wl, wr, gy, gt, gk)
+            # Entries at +-inf are constants (their outputs too).
+            for j in range(n):
+                if y[yr, j] == np.inf or y[yr, j] == -np.inf:
+                    gy[r, order[yr, j]] = 0.0
 
 
 def _rank_backward_py(g, r, order, yr, t, aux, need_t, acc, gy, gt):
@@ -420,7 +432,7 @@ def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy,
     _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
     shift = np.inf
     for j in range(n):
-        v[j] = (np.float64(y[yr, j]) - anchor) / t - offset
+        v[j] = (0.0 if y[yr, j] == anchor else (np.float64(y[yr, j]) - anchor) / t) - offset
         shift = min(shift, abs(v[j]))
     # e_j = e^{-shift} eh_j with eh_j = e^{shift - |v_j|} (shift = min |v_j|: D
     # may underflow); c = 2 T G / D = sum g_j eh_j / sum eh_j.

@@ -169,16 +169,24 @@ class _Knots:
         # The ascending order (the kernel's, where it computed one).
         self.order = xp.argsort(x, axis=-1, stable=True) if order is None else order
         y = backend.take(x, self.order)
-        gaps = y[..., 1:] - y[..., :-1]
-        e = xp.exp(-gaps / temperature)
-        zero = y[..., :1] * 0.0  # (tied to x: for n = 1 the ranks still have a graph)
+        # Tied infinities are a tie; next to an infinity the gap is infinite
+        # (e = 0 decouples the finite entries).
+        # (An infinite gap is computed from a finite stand-in and selected
+        # after: every coefficient of the linearisation stays finite, which
+        # reverse mode, transposing it, needs.)
+        gaps = xp.where(y[..., 1:] == y[..., :-1], 0.0, y[..., 1:] - y[..., :-1])
+        self.infinite = xp.isinf(gaps)
+        finite_gaps = xp.where(self.infinite, 0.0, gaps)
+        e = xp.where(self.infinite, 0.0, xp.exp(-finite_gaps / temperature))
+        # (tied to x: for n = 1 the ranks still have a graph)
+        zero = xp.where(xp.isinf(y[..., :1]), 0.0, y[..., :1]) * 0.0
         # alpha forwards, beta backwards, in one scan of a stacked array.
         d = xp.stack([xp.concat([zero, e], axis=-1), xp.concat([zero, xp.flip(e, axis=-1)], axis=-1)])
         c = _affine_scan(xp, d)
         alpha, beta = c[0], xp.flip(c[1], axis=-1)
         k = xp.cumulative_sum(xp.ones_like(y), axis=-1)  # 1..n
         self.ranks = k + 0.5 * (beta - alpha)  # sorted order; F(y_k) = ranks_k - 1/2
-        self.y, self.gaps, self.alpha, self.beta = y, gaps, alpha, beta
+        self.y, self.gaps, self.alpha, self.beta = y, finite_gaps, alpha, beta
 
     def segments(self):
         """Per gap ``m = 0..n``, stacked (shape ``(5, *batch, n + 1)``): the knots
@@ -187,7 +195,7 @@ class _Knots:
         xp, t = self.xp, self.t
         la, lb = xp.log(self.alpha), xp.log(self.beta)
         zero = xp.zeros_like(la[..., :1])
-        lc = la[..., :-1] + lb[..., 1:] - self.gaps / t
+        lc = xp.where(self.infinite, -xp.inf, la[..., :-1] + lb[..., 1:] - self.gaps / t)
         return xp.stack(
             [
                 xp.concat([self.y[..., :1], self.y], axis=-1),
@@ -283,7 +291,9 @@ def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool, order=Non
     below = backend.stop_gradient(knots.ranks) - 0.5 <= backend.stop_gradient(target)
     m = xp.sum(xp.astype(below, knots.order.dtype), axis=-1, keepdims=True)
     anchor, offset = knots.invert(target, m)
-    u = (x - anchor) / temperature - offset  # (x - b) / T
+    d = xp.where(x == anchor, 0.0, x - anchor)
+    infinite = xp.isinf(d)  # (finite stand-in, selected after: see _Knots)
+    u = xp.where(infinite, d, xp.where(infinite, 0.0, d) / temperature - offset)  # (x - b) / T
     p = _sigma(xp, u if largest else -u)
     # k >= n: every entry is in; k <= 0: none is.
     return xp.where(inside, p, xp.where(k >= n, xp.ones_like(p), xp.zeros_like(p)))
@@ -322,6 +332,7 @@ def _kernel_smooth(op):
     def smooth(xp, arrays, out, residuals):
         (x, t, *k), order = arrays, residuals[3]
         backend = backend_of(x)
+        x = backend.xp.where(backend.xp.isinf(x), backend.stop_gradient(x), x)  # infinities are constants
         t = t[..., None]
         if op == "rank":
             return rank_rows(backend, x, t, False, order)

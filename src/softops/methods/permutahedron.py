@@ -116,10 +116,10 @@ def _block_stat(backend: Backend, v, start, size, kl: bool):
 def _smooth(backend: Backend, zs, ws, c, start, kl: bool):
     """The kernel's primal on sorted rows from its partition ``start``, as a
     differentiable function of ``zs``, ``ws`` and the scale ``c`` (infinite
-    entries read as 0: their blocks are constants)."""
+    entries read as 0: their blocks are constants; a NaN stays NaN)."""
     xp = backend.xp
-    zs = xp.where(xp.isfinite(zs), zs, 0.0)
-    ws = xp.where(xp.isfinite(ws), ws, 0.0)
+    zs = xp.where(xp.isinf(zs), 0.0, zs)
+    ws = xp.where(xp.isinf(ws), 0.0, ws)
     size = _block_sum(backend, xp.ones_like(zs), start)
     c = c[..., None]
     if kl:

@@ -1,0 +1,55 @@
+"""Plumbing shared by the operation families (select, index, sort, top-k)."""
+
+from __future__ import annotations
+
+
+def straight_through(backend, hard, soft):
+    """The value of ``hard`` with the gradient of ``soft`` (exact: ``soft - soft``
+    is 0).  Where ``soft`` is infinite (an entry at ``±inf``, a constant) the
+    gradient is 0 rather than ``inf - inf``."""
+    xp = backend.xp
+    delta = soft - backend.stop_gradient(soft)
+    return backend.stop_gradient(hard) + xp.where(xp.isinf(backend.stop_gradient(soft)), 0.0, delta)
+
+
+_PLAIN = (list, tuple, int, float)
+
+
+def as_array(value, like=None):
+    """Plain Python input (a number or a nested list) as an array; arrays pass
+    through unchanged.
+
+    Without ``like`` it becomes a NumPy array, as ``numpy.asarray`` makes it
+    (integers stay integers; a list of floats is float64).  With ``like`` (the
+    array it goes with) it takes that array's framework and device, and floats
+    take its dtype where that is floating (integers stay int64), so that
+    ``lookup(t, 1.5)`` reads a torch tensor ``t`` at a torch index."""
+    if isinstance(value, bool) or not isinstance(value, _PLAIN):
+        return value
+    import numpy as np
+
+    a = np.asarray(value)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"expected numbers or (nested) lists of numbers, got {value!r}")
+    if like is None:
+        return a
+    from softops._backend import backend_of
+
+    backend = backend_of(like)
+    xp = backend.xp
+    if a.dtype.kind != "f":
+        dtype = xp.int64
+    else:
+        dtype = like.dtype if xp.isdtype(like.dtype, "real floating") else xp.float64
+    return xp.asarray(a.tolist() if a.ndim else a.item(), dtype=dtype, device=backend.device(like))
+
+
+def as_float_array(value):
+    """``as_array`` for an operation's main input: a plain list of numbers is a
+    float64 NumPy array (``soft_rank([3, 1, 2])`` ranks 3, 1, 2)."""
+    if isinstance(value, bool) or not isinstance(value, _PLAIN):
+        return value
+    import numpy as np
+
+    a = as_array(value)
+    return a.astype(np.float64) if a.dtype.kind in "iu" else a
