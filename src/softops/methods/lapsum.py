@@ -174,7 +174,8 @@ class _Knots:
         # (An infinite gap is computed from a finite stand-in and selected
         # after: every coefficient of the linearisation stays finite, which
         # reverse mode, transposing it, needs.)
-        gaps = xp.where(y[..., 1:] == y[..., :-1], 0.0, y[..., 1:] - y[..., :-1])
+        tied_infinities = (y[..., 1:] == y[..., :-1]) & xp.isinf(y[..., :-1])
+        gaps = xp.where(tied_infinities, 0.0, y[..., 1:] - y[..., :-1])
         self.infinite = xp.isinf(gaps)
         finite_gaps = xp.where(self.infinite, 0.0, gaps)
         e = xp.where(self.infinite, 0.0, xp.exp(-finite_gaps / temperature))
@@ -291,7 +292,7 @@ def topk_mask_rows(backend: Backend, x, k, temperature, largest: bool, order=Non
     below = backend.stop_gradient(knots.ranks) - 0.5 <= backend.stop_gradient(target)
     m = xp.sum(xp.astype(below, knots.order.dtype), axis=-1, keepdims=True)
     anchor, offset = knots.invert(target, m)
-    d = xp.where(x == anchor, 0.0, x - anchor)
+    d = xp.where((x == anchor) & xp.isinf(x), 0.0, x - anchor)  # (an infinity at its own knot: 0)
     infinite = xp.isinf(d)  # (finite stand-in, selected after: see _Knots)
     u = xp.where(infinite, d, xp.where(infinite, 0.0, d) / temperature - offset)  # (x - b) / T
     p = _sigma(xp, u if largest else -u)
