@@ -8,6 +8,7 @@ The public names are those of each family module's ``__all__``.
 """
 
 from softops import index, select, sort, topk
+from softops._kernels._threads import get_num_threads, set_num_threads
 from softops.index import *  # noqa: F403
 from softops.select import *  # noqa: F403
 from softops.sort import *  # noqa: F403
@@ -16,4 +17,6 @@ from softops.topk import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = [*select.__all__, *index.__all__, *sort.__all__, *topk.__all__, "Relative"]
+# The operations (every one is in tests/test_transforms.py's harness) and the settings.
+OPERATIONS = (*select.__all__, *index.__all__, *sort.__all__, *topk.__all__)
+__all__ = [*OPERATIONS, "Relative", "get_num_threads", "set_num_threads"]

@@ -1,4 +1,5 @@
-"""Command line: ``python -m softops demo`` prints a tour of the operations."""
+"""Command line: ``python -m softops demo`` prints a tour of the operations;
+``python -m softops warmup`` compiles and caches every kernel (for images and CI)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="softops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="print a tour of the operations, values and gradients")
+    warm = commands.add_parser("warmup", help="compile and cache every numba kernel (seconds, once per environment)")
+    warm.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.command == "warmup":
+        import time
+
+        from softops._kernels.warmup import warmup
+
+        t0 = time.perf_counter()
+        seconds = warmup(progress=not args.quiet)
+        if not args.quiet:
+            print(f"compiled or loaded {len(seconds)} kernels in {time.perf_counter() - t0:.1f} s")
+        return 0
     if args.command == "demo":
         from softops.demo import run_demo
 

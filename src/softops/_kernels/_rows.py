@@ -19,3 +19,17 @@ def as_rows(a, batch, full_batch, n):
     if tuple(batch) != tuple(full_batch):
         a = np.broadcast_to(a, tuple(full_batch) + tail)
     return np.ascontiguousarray(a).reshape((math.prod(full_batch),) + tail), 1
+
+
+def readonly(*arrays):
+    """Read-only views of the kernel's inputs.  numba compiles one
+    specialisation per read-only flag, and inputs arrive either way (JAX's
+    buffers are read-only, torch's and NumPy's writable): handing every input
+    over read-only keeps it to one per dtype (fewer compiles on a cold start,
+    and ``python -m softops warmup`` covers them all)."""
+    views = []
+    for a in arrays:
+        v = a.view()
+        v.flags.writeable = False
+        views.append(v)
+    return views

@@ -40,10 +40,10 @@ broadcast on the batch axes and a single row is read in place.
 
 Two implementations with one contract:
 
-* ``forward_numpy`` / ``backward_numpy``: a numba kernel (``@njit(parallel=True,
-  cache=True, nogil=True)``, chunks of rows in parallel with ``prange``; O(n)
-  per row after the O(n) to O(n log n) row sort), compiled lazily on first
-  use; without numba they fall back to the twin (sorting with numpy);
+* ``forward_numpy`` / ``backward_numpy``: a numba kernel (``@njit(cache=True,
+  nogil=True)`` over a range of rows, which ``softops._kernels._threads``
+  spreads over its non-spinning pool for large calls; O(n) per row after the
+  O(n) to O(n log n) row sort), compiled lazily on first use; without numba they fall back to the twin (sorting with numpy);
 * ``forward_twin`` / ``backward_twin``: the same maps on sorted rows in pure
   Array API operations (O(n^2 log n) work, O(n^2) memory per row: the min-max
   formula ``v_i = min_{j <= i} max_{k >= i} f([j, k])`` with log-step scans;
@@ -59,8 +59,8 @@ import threading
 
 import numpy as np
 
-from softops._kernels import rowsort
-from softops._kernels._rows import as_rows
+from softops._kernels import _threads, rowsort
+from softops._kernels._rows import as_rows, readonly
 
 __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "numba_available"]
 
@@ -73,119 +73,116 @@ _UNSORT = {None: 0, "z": 1, "w": 2}
 
 
 def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, start, order,
-                      floats, keys, ints, counts):
-    rows, n = out.shape
-    chunks = floats.shape[0]
-    for chunk in _prange(chunks):
-        # Scratch per chunk of rows (see _Scratch): the sorted z and w of the
-        # current row; a stack of blocks (block b starts at first[b] and has
-        # the sums sz[b], sw[b] (l2: of z and w; kl: LSE of c z and of w) and
-        # the value f_B = value[b]); the row sort's keys and indices.  Since
-        # b <= first[b], the starts live in the output row ``start`` and are
-        # overwritten from the end at the close.  (Indexing inside a row stays
-        # 2-D: row views would cost a reference count each.)
-        zs, ws, sz, sw, value = floats[chunk, 0], floats[chunk, 1], floats[chunk, 2], floats[chunk, 3], floats[chunk, 4]
-        key, key_b, idx, idx_b = keys[chunk, 0], keys[chunk, 1], ints[chunk, 0], ints[chunk, 1]
-        count = counts[chunk]
-        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
-            c = np.float64(scale[r * steps[2]])
-            zr = r * steps[0]
-            wr = r * steps[1]
-            if unsort != 0:
-                _sort_row(sort_bits, r, bits, True, key, key_b, idx, idx_b, count)
-                for i in range(n):
-                    order[r, i] = idx[i]
+                      row_lo, row_hi, floats, keys, ints, count):
+    n = out.shape[1]
+    # Scratch per chunk of rows (see _Scratch): the sorted z and w of the
+    # current row; a stack of blocks (block b starts at first[b] and has
+    # the sums sz[b], sw[b] (l2: of z and w; kl: LSE of c z and of w) and
+    # the value f_B = value[b]); the row sort's keys and indices.  Since
+    # b <= first[b], the starts live in the output row ``start`` and are
+    # overwritten from the end at the close.  (Indexing inside a row stays
+    # 2-D: row views would cost a reference count each.)
+    zs, ws, sz, sw, value = floats[0], floats[1], floats[2], floats[3], floats[4]
+    key, key_b, idx, idx_b = keys[0], keys[1], ints[0], ints[1]
+    for r in range(row_lo, row_hi):
+        c = np.float64(scale[r * steps[2]])
+        zr = r * steps[0]
+        wr = r * steps[1]
+        if unsort != 0:
+            _sort_row(sort_bits, r, bits, True, key, key_b, idx, idx_b, count)
             for i in range(n):
-                zs[i] = np.float64(z[zr, idx[i] if unsort == 1 else i])
-                ws[i] = np.float64(w[wr, idx[i] if unsort == 2 else i])
-            # Infinite entries (+inf of either sequence first, -inf last: both
-            # are sorted descending) form one tie block at each end, outside
-            # the pooling; a row holding a NaN is NaN.
-            nan = False
+                order[r, i] = idx[i]
+        for i in range(n):
+            zs[i] = np.float64(z[zr, idx[i] if unsort == 1 else i])
+            ws[i] = np.float64(w[wr, idx[i] if unsort == 2 else i])
+        # Infinite entries (+inf of either sequence first, -inf last: both
+        # are sorted descending) form one tie block at each end, outside
+        # the pooling; a row holding a NaN is NaN.
+        nan = False
+        for i in range(n):
+            if zs[i] != zs[i] or ws[i] != ws[i]:
+                nan = True
+        if nan:
             for i in range(n):
-                if zs[i] != zs[i] or ws[i] != ws[i]:
-                    nan = True
-            if nan:
-                for i in range(n):
-                    start[r, i] = i
-                    out[r, idx[i] if unsort == 1 else i] = np.nan
-                continue
-            first = 0
-            while first < n and (zs[first] == np.inf or ws[first] == np.inf):
-                first += 1
-            last = n
-            while last > first and (zs[last - 1] == -np.inf or ws[last - 1] == -np.inf):
-                last -= 1
-            top = -1
-            for i in range(first, last):
-                top += 1
-                start[r, top] = i
-                sz[top] = c * zs[i] if kl else zs[i]
-                sw[top] = ws[i]
-                value[top] = c * zs[i] - ws[i]
-                # Pool while the previous block's value is below this one's.
-                while top > 0 and value[top - 1] < value[top]:
-                    if kl:
-                        sz[top - 1] = _logaddexp(sz[top - 1], sz[top])
-                        sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
-                        value[top - 1] = sz[top - 1] - sw[top - 1]
-                    else:
-                        sz[top - 1] += sz[top]
-                        sw[top - 1] += sw[top]
-                        value[top - 1] = (c * sz[top - 1] - sw[top - 1]) / (i + 1 - start[r, top - 1])
-                    top -= 1
-            hi = last
-            for b in range(top, -1, -1):
-                lo = start[r, b]
+                start[r, i] = i
+                out[r, idx[i] if unsort == 1 else i] = np.nan
+            continue
+        first = 0
+        while first < n and (zs[first] == np.inf or ws[first] == np.inf):
+            first += 1
+        last = n
+        while last > first and (zs[last - 1] == -np.inf or ws[last - 1] == -np.inf):
+            last -= 1
+        top = -1
+        for i in range(first, last):
+            top += 1
+            start[r, top] = i
+            sz[top] = c * zs[i] if kl else zs[i]
+            sw[top] = ws[i]
+            value[top] = c * zs[i] - ws[i]
+            # Pool while the previous block's value is below this one's.
+            while top > 0 and value[top - 1] < value[top]:
                 if kl:
-                    shift_z = sz[b]
-                    shift_w = sw[b]
+                    sz[top - 1] = _logaddexp(sz[top - 1], sz[top])
+                    sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
+                    value[top - 1] = sz[top - 1] - sw[top - 1]
                 else:
-                    shift_z = sz[b] / (hi - lo)
-                    shift_w = sw[b] / (hi - lo)
-                for i in range(lo, hi):
-                    start[r, i] = lo
-                    j = idx[i] if unsort == 1 else i
-                    if kl:
-                        out[r, j] = c * zs[i] - shift_z + shift_w
-                    else:
-                        out[r, j] = c * (zs[i] - shift_z) + shift_w
-                hi = lo
-            # The infinite blocks: the infinite sequence's term is its value
-            # (kl: LSE), the finite one's is exact (l2: c (z - mean z); kl:
-            # c z - LSE(c z)), and an infinite z reads as a tie (l2: 0; kl:
-            # -log m, a uniform softmax).
-            for end in range(2):
-                lo = 0 if end == 0 else last
-                hi = first if end == 0 else n
-                if lo == hi:
-                    continue
-                m = hi - lo
-                z_inf = zs[lo] == np.inf or zs[lo] == -np.inf
-                mz = 0.0
-                mw = 0.0
-                for i in range(lo, hi):
-                    start[r, i] = lo
-                    if kl:
-                        mz = c * zs[i] if i == lo else _logaddexp(mz, c * zs[i])
-                        mw = ws[i] if i == lo else _logaddexp(mw, ws[i])
-                    else:
-                        mz += zs[i] / m
-                        mw += ws[i] / m
-                for i in range(lo, hi):
-                    j = idx[i] if unsort == 1 else i
-                    if kl:
-                        out[r, j] = (-math.log(m) if z_inf else c * zs[i] - mz) + mw
-                    else:
-                        out[r, j] = (0.0 if z_inf else c * (zs[i] - mz)) + mw
+                    sz[top - 1] += sz[top]
+                    sw[top - 1] += sw[top]
+                    value[top - 1] = (c * sz[top - 1] - sw[top - 1]) / (i + 1 - start[r, top - 1])
+                top -= 1
+        hi = last
+        for b in range(top, -1, -1):
+            lo = start[r, b]
+            if kl:
+                shift_z = sz[b]
+                shift_w = sw[b]
+            else:
+                shift_z = sz[b] / (hi - lo)
+                shift_w = sw[b] / (hi - lo)
+            for i in range(lo, hi):
+                start[r, i] = lo
+                j = idx[i] if unsort == 1 else i
+                if kl:
+                    out[r, j] = c * zs[i] - shift_z + shift_w
+                else:
+                    out[r, j] = c * (zs[i] - shift_z) + shift_w
+            hi = lo
+        # The infinite blocks: the infinite sequence's term is its value
+        # (kl: LSE), the finite one's is exact (l2: c (z - mean z); kl:
+        # c z - LSE(c z)), and an infinite z reads as a tie (l2: 0; kl:
+        # -log m, a uniform softmax).
+        for end in range(2):
+            lo = 0 if end == 0 else last
+            hi = first if end == 0 else n
+            if lo == hi:
+                continue
+            m = hi - lo
+            z_inf = zs[lo] == np.inf or zs[lo] == -np.inf
+            mz = 0.0
+            mw = 0.0
+            for i in range(lo, hi):
+                start[r, i] = lo
+                if kl:
+                    mz = c * zs[i] if i == lo else _logaddexp(mz, c * zs[i])
+                    mw = ws[i] if i == lo else _logaddexp(mw, ws[i])
+                else:
+                    mz += zs[i] / m
+                    mw += ws[i] / m
+            for i in range(lo, hi):
+                j = idx[i] if unsort == 1 else i
+                if kl:
+                    out[r, j] = (-math.log(m) if z_inf else c * zs[i] - mz) + mw
+                else:
+                    out[r, j] = (0.0 if z_inf else c * (zs[i] - mz)) + mw
 
 
-def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, gc):
-    rows, n = start.shape
+def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, gc, row_lo, row_hi):
+    n = start.shape[1]
     z_step, w_step, c_step = steps[0], steps[1], steps[2]
     need_gz = gz.shape[0] > 0
     need_gw = gw.shape[0] > 0
-    for r in _prange(rows):
+    for r in range(row_lo, row_hi):
         c = np.float64(scale[r * c_step])
         zr = r * z_step
         wr = r * w_step
@@ -257,31 +254,28 @@ def _logaddexp_py(a, b):
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-_prange = range
 _logaddexp = _logaddexp_py
 _sort_row = rowsort.sort_row
 
 
 class _Scratch(threading.local):
-    """Scratch memory for the forward kernel, kept per Python thread and reused
-    across calls: fresh pages cost a page fault each (expensive in a VM), which
-    would cost more than the kernel at large ``n``.  Rows are split into
-    ``2 * threads`` chunks; each has five float64 rows of ``n`` (sorted z and
-    w, the block stack), two uint64 and two int32 rows of ``n`` (the row sort)
-    and 256 counters.  Requests beyond ``LIMIT`` bytes are not kept."""
+    """Scratch memory for one chunk of the forward kernel, kept per thread
+    (the caller's and each pool thread) and reused across calls: fresh pages
+    cost a page fault each (expensive in a VM), which would cost more than the
+    kernel at large ``n``.  Five float64 rows of ``n`` (sorted z and w, the
+    block stack), two uint64 and two int32 rows of ``n`` (the row sort) and
+    256 counters; rows beyond ``LIMIT`` bytes are not kept."""
 
     LIMIT = 64 << 20
 
     def __init__(self):
         self.arrays = None
 
-    def get(self, rows, n):
-        chunks = max(1, min(rows, 2 * _threads()))
-        shapes = ((chunks, 5, n), (chunks, 2, n), (chunks, 2, n), (chunks, 256))
-        if self.arrays is not None and all(a.shape == s for a, s in zip(self.arrays, shapes)):
+    def get(self, n):
+        if self.arrays is not None and self.arrays[0].shape[1] == n:
             return self.arrays
-        arrays = (np.empty(shapes[0], np.float64), np.empty(shapes[1], np.uint64),
-                  np.empty(shapes[2], np.int32), np.empty(shapes[3], np.int64))
+        arrays = (np.empty((5, n), np.float64), np.empty((2, n), np.uint64),
+                  np.empty((2, n), np.int32), np.empty(256, np.int64))
         if sum(a.nbytes for a in arrays) <= self.LIMIT:
             self.arrays = arrays
         return arrays
@@ -290,16 +284,10 @@ class _Scratch(threading.local):
 _SCRATCH = _Scratch()
 
 
-def _threads():
-    import numba
-
-    return numba.get_num_threads()
-
-
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _logaddexp, _sort_row
+    global _logaddexp, _sort_row
     try:
         import numba
     except ImportError:
@@ -307,9 +295,7 @@ def _numba_kernels():
     jit = numba.njit(cache=True, nogil=True)
     _logaddexp = jit(_logaddexp_py)
     _sort_row = jit(rowsort.sort_row)
-    _prange = numba.prange
-    parallel = numba.njit(parallel=True, cache=True, nogil=True)
-    return parallel(_pav_forward_rows), parallel(_pav_backward_rows)
+    return jit(_pav_forward_rows), jit(_pav_backward_rows)
 
 
 def numba_available() -> bool:
@@ -389,8 +375,9 @@ def forward_numpy(z, w, scale, kl: bool, unsort=None):
     else:
         sort_bits, bits = rowsort.key_bits(lay.unsorted(unsort))
         order = np.empty((rows, n), np.int32)
-    kernels[0](lay.z, lay.w, lay.scale, lay.steps, bool(kl), sort_bits, bits, _UNSORT[unsort],
-               out, start, order, *_SCRATCH.get(rows, n))
+    z, w, scale, steps, sort_bits = readonly(lay.z, lay.w, lay.scale, lay.steps, sort_bits)
+    args = (z, w, scale, steps, bool(kl), sort_bits, bits, _UNSORT[unsort], out, start, order)
+    _threads.run(lambda lo, hi: kernels[0](*args, lo, hi, *_SCRATCH.get(n)), rows, n)
     shape = lay.batch + (n,)
     return out.reshape(shape), start.reshape(shape), (None if unsort is None else order.reshape(shape))
 
@@ -410,10 +397,11 @@ def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, nee
     gz = np.empty((rows, n) if need[0] else (0, n), lay.dtype)
     gw = np.empty((rows, n) if need[1] else (0, n), lay.dtype)
     gc = np.empty(rows, np.float64)
-    kernels[1](
+    z, w, scale, steps, start, g, order = readonly(
         lay.z, lay.w, lay.scale, lay.steps, lay.full(np.asarray(start)), lay.full(np.asarray(g, lay.dtype)),
-        bool(kl), lay.order(order), _UNSORT[unsort], gz, gw, gc,
-    )
+        lay.order(order))
+    args = (z, w, scale, steps, start, g, bool(kl), order, _UNSORT[unsort], gz, gw, gc)
+    _threads.run(lambda lo, hi: kernels[1](*args, lo, hi), rows, n)
     shape = lay.batch + (n,)
     return (
         gz.reshape(shape) if need[0] else None,

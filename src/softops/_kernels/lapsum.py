@@ -52,8 +52,9 @@ D_k)``, and the derivatives in ``T`` when ``T`` needs a gradient), so the
 rank's and the sort's backward pass is a few linear recurrences: no
 transcendental function and no division.
 
-``forward`` / ``backward`` run the numba kernels (``@njit(parallel=True,
-cache=True, nogil=True)``, rows in parallel, compiled lazily); without numba
+``forward`` / ``backward`` run the numba kernels (``@njit(cache=True,
+nogil=True)`` over a range of rows, compiled lazily; large calls spread over
+the non-spinning pool of ``softops._kernels._threads``); without numba
 they run the same functions as plain Python (slow: the methods module uses its
 pure Array API twin instead).  Shapes: ``y`` and ``order`` ``(*batch, n)``;
 ``t`` and ``k`` with as many axes as ``batch``, broadcasting against it.  Any
@@ -68,8 +69,8 @@ import math
 
 import numpy as np
 
-from softops._kernels import rowsort, vecmath
-from softops._kernels._rows import as_rows
+from softops._kernels import _threads, rowsort, vecmath
+from softops._kernels._rows import as_rows, readonly
 
 __all__ = ["OPS", "HAVE_NUMBA", "aux_shapes", "forward", "backward", "numba_available"]
 
@@ -198,12 +199,13 @@ def _mask_target_py(n, k):
 # --- row kernels ----------------------------------------------------------------------
 
 
-def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, order):
-    rows, n = out.shape
-    chunks = min(rows, _CHUNKS)
-    for chunk in _prange(chunks):
-        lo = chunk * rows // chunks
-        hi = (chunk + 1) * rows // chunks
+def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, order, row_lo, row_hi):
+    n = out.shape[1]
+    # Blocks of about _BLOCK entries: the knots and recurrences of a block's
+    # rows are computed in flat loops (which vectorise), within the cache.
+    per_block = max(1, _BLOCK // max(n, 1))
+    for lo in range(row_lo, row_hi, per_block):
+        hi = min(lo + per_block, row_hi)
         # Sort the block's rows (softops._kernels.rowsort): y and order.
         key = np.empty(n, np.uint64)
         key_b = np.empty(n, np.uint64)
@@ -337,17 +339,16 @@ def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, 
         gaps[r, j] = m
 
 
-def _backward_rows(y, order, t, k, aux, gaps, g, steps, op, need_t, gy, gt, gk):
-    rows, n = gy.shape
-    chunks = min(rows, _CHUNKS)
-    for chunk in _prange(chunks):
+def _backward_rows(y, order, t, k, aux, gaps, g, steps, op, need_t, gy, gt, gk, row_lo, row_hi):
+    n = gy.shape[1]
+    if row_lo < row_hi:
         e = np.empty(max(n - 1, 1), np.float64)
         alpha = np.empty(n, np.float64)
         beta = np.empty(n, np.float64)
         rank = np.empty(n, np.float64)
         wl = np.empty(n, np.float64)
         wr = np.empty(n, np.float64)
-        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
+        for r in range(row_lo, row_hi):
             yr = r * steps[0]
             tr = np.float64(t[r * steps[1]])
             if op == 0:
@@ -461,7 +462,6 @@ def _mask_backward_py(y, g, r, order, yr, t, k, e, alpha, beta, rank, v, ex, gy,
     gt[r] = (ratio * ev - gev) * scale
 
 
-_prange = range
 _sort_row = rowsort.sort_row
 _exp = vecmath.exp_nonpositive_py
 _log = vecmath.log_positive_py
@@ -476,14 +476,14 @@ _rank_backward = _rank_backward_py
 _sort_forward = _sort_forward_py
 _sort_backward = _sort_backward_py
 _mask_backward = _mask_backward_py
-# Rows are split into this many chunks, which the threads share.
-_CHUNKS = 64
+# Entries per block of rows in the forward kernel (see _forward_rows).
+_BLOCK = 1024
 
 
 @functools.cache
 def _numba_kernels():
     """The compiled kernels, or None when numba is not installed."""
-    global _prange, _sort_row, _exp, _log, _block_knots, _block_recurrences
+    global _sort_row, _exp, _log, _block_knots, _block_recurrences
     global _derivatives, _larger_root, _root, _gap, _mask_target
     global _rank_backward, _sort_forward, _sort_backward, _mask_backward
     try:
@@ -504,9 +504,8 @@ def _numba_kernels():
     _rank_backward, _sort_backward = jit(_rank_backward_py), jit(_sort_backward_py)
     _sort_forward = jit(_sort_forward_py)
     _mask_backward = jit(_mask_backward_py)
-    _prange = numba.prange
-    parallel = numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-    return parallel(_forward_rows), parallel(_backward_rows)
+    kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
+    return kernel(_forward_rows), kernel(_backward_rows)
 
 
 def numba_available() -> bool:
@@ -579,7 +578,10 @@ def forward(op: str, x, t, k=None, need_t=True):
     gaps = np.empty((rows, gaps_shape[-1]), np.int32)
     y = np.empty((rows, n), lay.work)
     order = np.empty((rows, n), np.int32)
-    _kernels()[0](x_rows, x_bits, bits, lay.t, lay.k, steps, _OP[op], bool(need_t), out, aux, gaps, y, order)
+    x_rows, x_bits, t, k, steps = readonly(x_rows, x_bits, lay.t, lay.k, steps)
+    args = (x_rows, x_bits, bits, t, k, steps, _OP[op], bool(need_t), out, aux, gaps, y, order)
+    kernel = _kernels()[0]
+    _threads.run(lambda lo, hi: kernel(*args, lo, hi), rows, n)
     shape = lay.batch + (n,)
     return (out.astype(lay.dtype, copy=False).reshape(shape), aux.reshape(aux_shape), gaps.reshape(gaps_shape),
             y.reshape(shape), order.reshape(shape))
@@ -599,8 +601,11 @@ def backward(op: str, y, order, t, aux, gaps, g, k=None, need_t=True):
     aux_shape, gaps_shape = aux_shapes(op, lay.batch, lay.n)
     aux = np.ascontiguousarray(np.broadcast_to(aux, aux_shape)).reshape((lay.rows,) + aux_shape[-2:])
     gaps = np.ascontiguousarray(np.broadcast_to(gaps, gaps_shape)).reshape(lay.rows, gaps_shape[-1])
-    _kernels()[1](lay.y, lay.order, lay.t, lay.k, aux, gaps, lay.full(np.asarray(g).astype(lay.work, copy=False)),
-                  lay.steps, _OP[op], bool(need_t), gy, gt, gk)
+    y, order, t, k, aux, gaps, g, steps = readonly(
+        lay.y, lay.order, lay.t, lay.k, aux, gaps, lay.full(np.asarray(g).astype(lay.work, copy=False)), lay.steps)
+    args = (y, order, t, k, aux, gaps, g, steps, _OP[op], bool(need_t), gy, gt, gk)
+    kernel = _kernels()[1]
+    _threads.run(lambda lo, hi: kernel(*args, lo, hi), lay.rows, lay.n)
     return (
         gy.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)),
         gt.astype(lay.dtype).reshape(lay.batch),

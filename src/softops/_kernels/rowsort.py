@@ -29,6 +29,9 @@ import threading
 
 import numpy as np
 
+from softops._kernels import _threads
+from softops._kernels._rows import readonly
+
 __all__ = ["SMALL", "key_bits", "sort_row", "sort_rows"]
 
 SMALL = 64
@@ -107,53 +110,45 @@ def sort_row(x_bits, r, bits, descending, key, key_b, idx, idx_b, count):
 # --- sorting whole arrays of rows (for kernels that take sorted rows) ------------
 
 
-def _sort_rows_kernel(x, x_bits, bits, descending, values, order, keys, ints, counts):
-    rows, n = x.shape
-    chunks = keys.shape[0]
-    for chunk in _prange(chunks):
-        key, key_b, idx, idx_b, count = keys[chunk, 0], keys[chunk, 1], ints[chunk, 0], ints[chunk, 1], counts[chunk]
-        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
-            _sort_row(x_bits, r, bits, descending, key, key_b, idx, idx_b, count)
-            for i in range(n):
-                order[r, i] = idx[i]
-                values[r, i] = x[r, idx[i]]
+def _sort_rows_kernel(x, x_bits, bits, descending, values, order, row_lo, row_hi, keys, ints, count):
+    n = x.shape[1]
+    key, key_b, idx, idx_b = keys[0], keys[1], ints[0], ints[1]
+    for r in range(row_lo, row_hi):
+        _sort_row(x_bits, r, bits, descending, key, key_b, idx, idx_b, count)
+        for i in range(n):
+            order[r, i] = idx[i]
+            values[r, i] = x[r, idx[i]]
 
 
-_prange = range
 _sort_row = sort_row
 
 
 @functools.cache
 def _compiled():
     """The compiled row-sorting kernel, or None when numba is not installed."""
-    global _prange, _sort_row
+    global _sort_row
     try:
         import numba
     except ImportError:
         return None
     _sort_row = numba.njit(cache=True, nogil=True)(sort_row)
-    _prange = numba.prange
-    return numba.njit(parallel=True, cache=True, nogil=True)(_sort_rows_kernel)
+    return numba.njit(cache=True, nogil=True)(_sort_rows_kernel)
 
 
 class _Scratch(threading.local):
-    """Per-thread scratch reused across calls (fresh pages cost a page fault
-    each): ``2 * threads`` chunks of two uint64 and two int32 rows and 256
-    counters; requests beyond ``LIMIT`` bytes are not kept."""
+    """Per-thread scratch of one chunk, reused across calls (fresh pages cost a
+    page fault each): two uint64 and two int32 rows and 256 counters; rows
+    beyond ``LIMIT`` bytes are not kept."""
 
     LIMIT = 64 << 20
 
     def __init__(self):
         self.arrays = None
 
-    def get(self, rows, n):
-        import numba
-
-        chunks = max(1, min(rows, 2 * numba.get_num_threads()))
-        shapes = ((chunks, 2, n), (chunks, 2, n), (chunks, 256))
-        if self.arrays is not None and all(a.shape == s for a, s in zip(self.arrays, shapes)):
+    def get(self, n):
+        if self.arrays is not None and self.arrays[0].shape[1] == n:
             return self.arrays
-        arrays = (np.empty(shapes[0], np.uint64), np.empty(shapes[1], np.int32), np.empty(shapes[2], np.int64))
+        arrays = (np.empty((2, n), np.uint64), np.empty((2, n), np.int32), np.empty(256, np.int64))
         if sum(a.nbytes for a in arrays) <= self.LIMIT:
             self.arrays = arrays
         return arrays
@@ -176,5 +171,7 @@ def sort_rows(x, descending: bool = False):
     values = np.empty(rows.shape, x.dtype)
     order = np.empty(rows.shape, np.int32)
     x_bits, bits = key_bits(rows)
-    kernel(rows, x_bits, bits, bool(descending), values, order, *_SCRATCH.get(rows.shape[0], n))
+    rows, x_bits = readonly(rows, x_bits)
+    _threads.run(lambda lo, hi: kernel(rows, x_bits, bits, bool(descending), values, order, lo, hi, *_SCRATCH.get(n)),
+                 rows.shape[0], n)
     return values.reshape(x.shape), order.reshape(x.shape)

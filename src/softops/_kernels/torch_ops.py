@@ -21,12 +21,13 @@ needed come back as empty tensors.  The LapSum operators take the arguments of
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
 import torch
 
-from softops._kernels import isotonic, lapsum
+from softops._kernels import _threads, isotonic, lapsum
 
 
 # The Python body of each custom op: in plain eager code the backends call it
@@ -37,8 +38,14 @@ _BODIES = {}
 
 def _custom_op(name):
     def register(body):
-        op = torch.library.custom_op(name, mutates_args=())(body)
-        _BODIES[op] = body
+        @functools.wraps(body)
+        def threaded(*args):
+            # The kernels follow torch's thread setting (softops._kernels._threads).
+            with _threads.framework_threads(torch.get_num_threads()):
+                return body(*args)
+
+        op = torch.library.custom_op(name, mutates_args=())(threaded)
+        _BODIES[op] = threaded
         return op
 
     return register
