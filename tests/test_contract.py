@@ -151,3 +151,120 @@ def test_scalars_and_lists_take_the_arrays_framework(backend):
 def test_plain_input_errors_are_clear():
     with pytest.raises(TypeError, match="numbers"):
         softops.soft_rank(["a", "b"])
+
+
+# --- mask= : padded / ragged rows are handled as if each row held only its present entries
+
+MASK_OPS = {
+    "rank": lambda x, m, **k: softops.soft_rank(x, mask=m, **k),
+    "rank-desc": lambda x, m, **k: softops.soft_rank(x, mask=m, descending=True, **k),
+    "sort": lambda x, m, **k: softops.soft_sort(x, mask=m, **k),
+    "sort-desc": lambda x, m, **k: softops.soft_sort(x, mask=m, descending=True, **k),
+    "topk": lambda x, m, **k: softops.soft_topk(x, 2, mask=m, **k),
+    "topk-smallest": lambda x, m, **k: softops.soft_topk(x, 2, mask=m, largest=False, **k),
+    "topk_mask": lambda x, m, **k: softops.soft_topk_mask(x, 2, mask=m, **k),
+    "topk_mask-smallest": lambda x, m, **k: softops.soft_topk_mask(x, 2, mask=m, largest=False, **k),
+    "quantile": lambda x, m, **k: softops.soft_quantile(x, [0.1, 0.5, 1.0], mask=m, **k),
+}
+# Where each op's output rows keep the input's positions (else: sorted slots).
+POSITIONAL = {"rank", "rank-desc", "topk_mask", "topk_mask-smallest"}
+
+
+def _ragged(rng, rows=3, n=6):
+    x = rng.normal(size=(rows, n))
+    mask = np.ones((rows, n), bool)
+    mask[0, [1, 4]] = False          # two holes
+    mask[1, 3:] = False              # right padding
+    return x, mask
+
+
+def _mask_case(method, name):
+    if method == "kl" and name.startswith("topk_mask"):
+        pytest.skip("no kl top-k mask")
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("name", list(MASK_OPS))
+def test_mask_is_the_op_on_the_present_entries(backend, rng, method, name):
+    _mask_case(method, name)
+    op, kw = MASK_OPS[name], dict(temperature=0.6, method=METHODS[method])
+    x, mask = _ragged(rng)
+    got = backend.to_numpy(op(backend.asarray(x), backend.asarray(mask, "bool"), **kw))
+    for r in range(x.shape[0]):
+        present = x[r, mask[r]]
+        want = backend.to_numpy(op(backend.asarray(present), None, **kw))
+        if name == "quantile":
+            np.testing.assert_allclose(got[:, r], want, rtol=1e-6, atol=1e-9)
+        elif name in POSITIONAL:
+            np.testing.assert_allclose(got[r, mask[r]], want, rtol=1e-6, atol=1e-9)
+            np.testing.assert_array_equal(got[r, ~mask[r]], 0.0)
+        else:
+            k = min(present.size, got.shape[-1])
+            np.testing.assert_allclose(got[r, :k], want[:k], rtol=1e-6, atol=1e-9)
+            np.testing.assert_array_equal(got[r, k:], 0.0)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("name", list(MASK_OPS))
+def test_mask_gradients_are_those_of_the_present_entries(diff_backend, rng, method, name):
+    _mask_case(method, name)
+    op, kw = MASK_OPS[name], dict(temperature=0.6, method=METHODS[method])
+    x, mask = _ragged(rng, rows=2)
+    m = diff_backend.asarray(mask, "bool")
+    out = backend_out = diff_backend.to_numpy(op(diff_backend.asarray(x), m, **kw))
+    cot = np.cos(np.arange(out.size)).reshape(out.shape)
+    g = diff_backend.vjp(lambda t: op(t, m, **kw), x, cot)
+    assert np.all(np.isfinite(g)) and np.all(g[~mask] == 0.0)
+    for r in range(x.shape[0]):
+        present = x[r, mask[r]]
+        if name == "quantile":
+            c = cot[:, r]
+        elif name in POSITIONAL:
+            c = cot[r, mask[r]]
+        else:
+            c = cot[r, : min(present.size, backend_out.shape[-1])]
+        want = diff_backend.vjp(lambda t: op(t, None, **kw), present, c)
+        np.testing.assert_allclose(g[r, mask[r]], want, rtol=1e-6, atol=1e-9)
+
+
+def test_mask_broadcasts_and_follows_axis(backend, rng):
+    x = rng.normal(size=(4, 3))
+    keep = np.array([True, False, True, True])  # along axis 0, for every column
+    got = backend.to_numpy(softops.soft_rank(backend.asarray(x), axis=0, mask=backend.asarray(keep[:, None], "bool")))
+    for c in range(3):
+        want = backend.to_numpy(softops.soft_rank(backend.asarray(x[keep, c])))
+        np.testing.assert_allclose(got[keep, c], want, rtol=1e-9)
+    np.testing.assert_array_equal(got[~keep], 0.0)
+
+
+def test_mask_keeps_present_infinities_exact(backend):
+    x = backend.asarray([1.0, INF, 0.0, INF, 2.0])
+    m = backend.asarray([True, True, False, False, True], "bool")
+    got = backend.to_numpy(softops.soft_rank(x, mask=m, temperature=1e-3))
+    np.testing.assert_allclose(got, [1.0, 3.0, 0.0, 0.0, 2.0], atol=1e-6)  # ranks of [1, inf, 2]
+
+
+def test_fully_masked_rows(backend):
+    x = backend.asarray(np.arange(8.0).reshape(2, 4))
+    m = backend.asarray([[False] * 4, [True] * 4], "bool")
+    np.testing.assert_array_equal(backend.to_numpy(softops.soft_rank(x, mask=m))[0], 0.0)
+    np.testing.assert_array_equal(backend.to_numpy(softops.soft_sort(x, mask=m))[0], 0.0)
+    np.testing.assert_array_equal(backend.to_numpy(softops.soft_topk_mask(x, 2, mask=m))[0], 0.0)
+    q = backend.to_numpy(softops.soft_quantile(x, 0.5, mask=m))
+    assert np.isnan(q[0]) and np.isfinite(q[1])
+
+
+def test_mask_accepts_lists_and_rejects_bad_masks(backend):
+    x = backend.asarray([3.0, 1.0, 2.0])
+    got = backend.to_numpy(softops.soft_rank(x, mask=[True, False, True], temperature=1e-3))
+    np.testing.assert_allclose(got, [2.0, 0.0, 1.0], atol=1e-6)
+    with pytest.raises(TypeError, match="boolean"):
+        softops.soft_rank(x, mask=backend.asarray([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="broadcast"):
+        softops.soft_rank(x, mask=[True, False])
+    got = backend.to_numpy(softops.soft_rank(x, mask=np.array([True, False, True]), temperature=1e-3))
+    np.testing.assert_allclose(got, [2.0, 0.0, 1.0], atol=1e-6)  # a NumPy mask works for every framework
+    torch = pytest.importorskip("torch")
+    if backend.name != "torch":
+        with pytest.raises(TypeError, match="framework"):
+            softops.soft_rank(x, mask=torch.tensor([True, False, True]))

@@ -41,6 +41,13 @@ def _const(h, a):
     return h.asarray(np.asarray(a, dtype=np.float64))
 
 
+_MASK = np.array([[True, False, True, True, True], [True, True, True, False, False]])
+
+
+def _mask(h):
+    return h.asarray(_MASK, "bool")
+
+
 def _given(a, f):
     """``f`` with its first argument fixed to the (framework) constant ``a``."""
     return lambda x: f(a, x)
@@ -106,6 +113,17 @@ for _name in ("l2", "lapsum"):
     case(f"soft_topk_mask-k-{_name}", np.array(2.4))(
         lambda h, m=SORT_METHODS[_name]: _given(
             _const(h, _x(4)), lambda a, k: softops.soft_topk_mask(a, k, temperature=0.8, method=m)))
+    # mask=: ragged rows (a hole in row 0, padding in row 1).
+    case(f"soft_rank-mask-{_name}")(
+        lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_rank(x, temperature=0.8, method=m, mask=_mask(h)))
+    case(f"soft_sort-mask-{_name}")(
+        lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_sort(x, temperature=0.6, method=m, mask=_mask(h)))
+    case(f"soft_topk_mask-mask-{_name}")(
+        lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_topk_mask(x, 2, temperature=0.8, method=m,
+                                                                          mask=_mask(h)))
+    case(f"soft_quantile-mask-{_name}")(
+        lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_quantile(x, [0.3, 1.0], temperature=0.6, method=m,
+                                                                         mask=_mask(h)))
 
 
 # --- references ------------------------------------------------------------------

@@ -23,6 +23,14 @@ class AxisLayout:
     def size(self) -> int:
         return math.prod(self.axis_sizes)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The caller's shape."""
+        shape = [0] * len(self.permutation)
+        for size, source in zip(self.batch_shape + self.axis_sizes, self.permutation):
+            shape[source] = size
+        return tuple(shape)
+
     def restore(self, xp, y):
         """Inverse of ``flatten`` for an output of shape ``(*batch, n)``."""
         y = xp.reshape(y, self.batch_shape + self.axis_sizes)

@@ -53,3 +53,33 @@ def as_float_array(value):
 
     a = as_array(value)
     return a.astype(np.float64) if a.dtype.kind in "iu" else a
+
+
+def mask_rows(p, mask):
+    """``mask`` (boolean, broadcastable to the caller's ``x``; True = present) in
+    the row layout of the prepared input ``p`` (``(*batch, n)``), or None."""
+    if mask is None:
+        return None
+    import numpy as np
+
+    from softops._axis import flatten_axes
+    from softops._backend import backend_of
+
+    xp = p.xp
+    if isinstance(mask, (bool, list, tuple, np.ndarray)) and not isinstance(p.x, np.ndarray):
+        mask = xp.asarray(np.asarray(mask), device=p.backend.device(p.x))
+    elif isinstance(mask, (bool, list, tuple)):
+        mask = np.asarray(mask)
+    try:
+        same = backend_of(mask).name == p.backend.name
+    except TypeError:
+        same = False
+    if not same:
+        raise TypeError(f"mask must be a boolean array of x's framework ({p.backend.name}), got {type(mask).__name__}")
+    if mask.dtype != xp.bool:
+        raise TypeError(f"mask must be boolean (True = present), got dtype {mask.dtype}")
+    try:
+        mask = xp.broadcast_to(mask, p.layout.shape)
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to x's shape {p.layout.shape}") from e
+    return flatten_axes(xp, mask, p.layout.axes)[0]

@@ -37,13 +37,14 @@ both operations and is invariant to rescaling ``x``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from softops._prepare import prepare
 from softops._validate import check_flag
 from softops.methods.lapsum import LapSum
 from softops.methods.permutahedron import Permutahedron
-from softops._shared import as_float_array, straight_through
+from softops._shared import as_float_array, mask_rows, straight_through
 from softops.temperature import Relative
 
 __all__ = ["LapSum", "Permutahedron", "soft_rank", "soft_sort"]
@@ -73,35 +74,66 @@ def _exact_sort(xp, x, descending):
     return xp.sort(x, axis=-1, descending=descending)
 
 
-def prepare_sorting(x, axis, temperature, config, op: str):
-    """``prepare`` for the sorting family, resolving ``temperature=Relative(tau)``
-    into the method's per-row temperature for ``op`` ("sort": the method projects
+def prepare_sorting(x, axis, temperature, config, op: str, mask=None, last=None):
+    """``prepare`` for the sorting family: with ``mask`` (True = present) the
+    masked entries are set to ``last`` (``+inf`` or ``-inf``: after every
+    present entry in the operation's order, where the infinity contract keeps
+    them out of every present entry's value and gradient); then
+    ``temperature=Relative(tau)`` is resolved (from the present entries) into
+    the method's per-row temperature for ``op`` ("sort": the method projects
     positions, as soft_sort, soft_topk, soft_quantile; "rank": it projects
-    ``x / T``, as soft_rank and top-k masks)."""
-    if not isinstance(temperature, Relative):
-        return prepare(x, axis, temperature)
-    p = prepare(x, axis, 1.0)
-    return replace(p, temperature=temperature.resolve(p.backend, p.x, config, op))
+    ``x / T``, as soft_rank and top-k masks).  Returns ``(prepared, mask rows or None)``."""
+    relative = isinstance(temperature, Relative)
+    p = prepare(x, axis, 1.0 if relative else temperature)
+    m = mask_rows(p, mask)
+    if m is not None:
+        p = replace(p, x=p.xp.where(m, p.x, last))
+    if relative:
+        p = replace(p, temperature=temperature.resolve(p.backend, p.x, config, op, mask=m))
+    return p, m
 
 
-def _rows(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
+def _rows(x, axis, descending, temperature, method, hard, soft_rows, exact_rows, mask=None):
     """Checks, layout, the method's ``soft_rows`` ("sort_rows" or "rank_rows") on
     ``(*batch, n)``, and the straight-through ``exact_rows`` for ``hard=True``.
-    Returns the ``Prepared`` input and the rows (compute dtype, batch layout)."""
+    Returns the ``Prepared`` input (masked entries at ``last_value(descending)``),
+    the rows (compute dtype, batch layout) and the mask rows (or None)."""
     config = resolve_method(method)
     check_flag(descending, "descending")
     check_flag(hard, "hard")
-    p = prepare_sorting(x, axis, temperature, config, soft_rows[: -len("_rows")])
+    p, m = prepare_sorting(x, axis, temperature, config, soft_rows[: -len("_rows")], mask, last_value(descending))
     out = getattr(config, soft_rows)(p.backend, p.x, p.temperature, descending)
     if hard:
         out = straight_through(p.backend, exact_rows(p.xp, p.x, descending), out)
-    return p, out
+    return p, out, m
 
 
-def _apply(x, axis, descending, temperature, method, hard, soft_rows, exact_rows):
-    """``_rows`` put back in the caller's layout and dtype."""
-    p, out = _rows(x, axis, descending, temperature, method, hard, soft_rows, exact_rows)
-    return p.output(p.layout.restore(p.xp, out))
+def last_value(descending):
+    """The value that sorts after every other in the operation's order."""
+    return -math.inf if descending else math.inf
+
+
+def present_count(xp, m, dtype):
+    """Present entries per row, ``(*batch, 1)``, as ``dtype``."""
+    return xp.astype(xp.sum(xp.astype(m, xp.int32), axis=-1, keepdims=True), dtype)
+
+
+def clear_slots(backend, rows, m):
+    """Sorted rows with the slots past each row's present entries set to 0."""
+    xp = backend.xp
+    slot = xp.arange(rows.shape[-1], dtype=rows.dtype, device=backend.device(rows))
+    return xp.where(slot < present_count(xp, m, rows.dtype), rows, 0.0)
+
+
+def _masked_ranks(p, ranks, m, last):
+    """Ranks among the present entries: 0 where masked, and present entries at
+    ``last`` (which tie with the masked ones in the kernel) at their exact
+    average rank ``n_present - (a - 1) / 2`` among the ``a`` of them."""
+    xp = p.xp
+    at_last = m & (p.x == last)
+    a = present_count(xp, at_last, ranks.dtype)
+    ranks = xp.where(at_last, present_count(xp, m, ranks.dtype) - (a - 1.0) / 2.0, ranks)
+    return xp.where(m, ranks, 0.0)
 
 
 def _exact_ranks(xp, x, descending):
@@ -110,7 +142,7 @@ def _exact_ranks(xp, x, descending):
     return xp.astype(xp.argsort(order, axis=-1, stable=True), x.dtype) + 1.0
 
 
-def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False):
+def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False, mask=None):
     r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending``).
 
     Permutahedron method, l2 (Blondel et al. 2020, eq. 5): the output is the
@@ -138,6 +170,11 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     ``soft_sort(x[finite])`` (``+inf`` likewise at the end), with zero gradient
     for the infinite entries; a row holding a NaN returns NaN.
 
+    ``mask`` (boolean, broadcastable to ``x``, True = present; padded or ragged
+    rows): each row is sorted as if it held only its ``p`` present entries;
+    they fill the first ``p`` output slots and the last ``n - p`` slots are 0
+    (masked entries get zero gradient).
+
     Example::
 
         >>> import numpy as np, softops
@@ -147,10 +184,13 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
         array([1., 2., 5.])
     """
     x = as_float_array(x)
-    return _apply(x, axis, descending, temperature, method, hard, "sort_rows", _exact_sort)
+    p, out, m = _rows(x, axis, descending, temperature, method, hard, "sort_rows", _exact_sort, mask)
+    if m is not None:
+        out = clear_slots(p.backend, out, m)
+    return p.output(p.layout.restore(p.xp, out))
 
 
-def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False):
+def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False, mask=None):
     r"""Differentiable ranks 1..n of ``x`` along ``axis`` (rank 1 = smallest, or
     the largest if ``descending``).
 
@@ -179,6 +219,10 @@ def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     ``m + 1, ..., n`` (same order and total as ``m + soft_rank(x[finite])``, not
     the same values).  A row holding a NaN returns NaN (other rows untouched).
 
+    ``mask`` (boolean, broadcastable to ``x``, True = present; padded or ragged
+    rows): each row is ranked as if it held only its present entries (ranks
+    ``1..p``); masked positions return 0 with zero gradient.
+
     Example::
 
         >>> import numpy as np, softops
@@ -186,4 +230,7 @@ def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
         array([3.  , 1.25, 1.75])
     """
     x = as_float_array(x)
-    return _apply(x, axis, descending, temperature, method, hard, "rank_rows", _exact_ranks)
+    p, out, m = _rows(x, axis, descending, temperature, method, hard, "rank_rows", _exact_ranks, mask)
+    if m is not None:
+        out = _masked_ranks(p, out, m, last_value(descending))
+    return p.output(p.layout.restore(p.xp, out))

@@ -70,17 +70,27 @@ class Relative:
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"Relative(tau): tau must be finite and > 0, got {self.tau}")
 
-    def resolve(self, backend, x, method, op: str):
+    def resolve(self, backend, x, method, op: str, mask=None):
         """The method's per-row temperature (shape ``(*batch, 1)``) for ``op``
-        ("sort" or "rank") on rows ``x`` of shape ``(*batch, n)``."""
-        return method.temperature_for(self.tau, data_spacing(backend, x), op)
+        ("sort" or "rank") on rows ``x`` of shape ``(*batch, n)`` (of the present
+        entries where ``mask`` is given)."""
+        return method.temperature_for(self.tau, data_spacing(backend, x, mask), op)
 
 
-def data_spacing(backend, x):
-    """``sqrt(12) * std(x) / n`` along the last axis (keepdims), held constant for
-    autodiff; 1 where the row is constant."""
+def data_spacing(backend, x, mask=None):
+    """``sqrt(12) * std(x) / n`` along the last axis (keepdims; over the ``n``
+    present entries where ``mask`` is given), held constant for autodiff; 1
+    where the row is constant."""
     xp = backend.xp
-    n = x.shape[-1]
-    spread = xp.std(backend.stop_gradient(x), axis=-1, keepdims=True)
+    x = backend.stop_gradient(x)
+    if mask is None:
+        n = x.shape[-1]
+        spread = xp.std(x, axis=-1, keepdims=True)
+    else:
+        n = xp.astype(xp.sum(xp.astype(mask, xp.int32), axis=-1, keepdims=True), x.dtype)
+        count = xp.where(n > 0, n, 1.0)
+        mean = xp.sum(xp.where(mask, x, 0.0), axis=-1, keepdims=True) / count
+        spread = xp.sqrt(xp.sum(xp.where(mask, (x - mean) ** 2, 0.0), axis=-1, keepdims=True) / count)
+        n = count
     spacing = math.sqrt(12.0) * spread / n
     return xp.where(spacing > 0, spacing, xp.ones_like(spacing))

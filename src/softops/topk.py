@@ -35,10 +35,10 @@ from softops._validate import (
     concrete_values,
     normalize_axes,
 )
-from softops.index import lookup
+from softops.index import lookup, lookup_along_axis
 from softops.methods.permutahedron import project_rows
 from softops._shared import as_float_array, straight_through
-from softops.sort import _exact_sort, _rows, prepare_sorting, resolve_method
+from softops.sort import _exact_sort, _rows, clear_slots, last_value, prepare_sorting, present_count, resolve_method
 
 __all__ = ["soft_median", "soft_quantile", "soft_topk", "soft_topk_mask"]
 
@@ -94,7 +94,7 @@ def _k_slot(xp, layout, rows):
 
 
 def soft_topk(
-    x, k, axis=-1, *, largest=True, temperature=1.0, method="permutahedron", hard=False
+    x, k, axis=-1, *, largest=True, temperature=1.0, method="permutahedron", hard=False, mask=None
 ):
     r"""Differentiable ``torch.topk(x, k, dim=axis).values``: the ``k`` largest
     (or smallest, ``largest=False``) values along ``axis``, sorted (largest first,
@@ -108,7 +108,9 @@ def soft_topk(
     ``axis`` replaced by ``k`` in place (as ``torch.topk``); with a tuple of axes
     they are flattened and replaced by one axis of length ``k`` at the place of
     the first.  ``hard=True`` returns the exact top-k values with the soft
-    gradient.
+    gradient.  ``mask`` (boolean, broadcastable to ``x``, True = present): the
+    top-k of each row's ``p`` present entries; slots past ``p`` (when
+    ``k > p``) are 0, and masked entries get zero gradient.
 
     Example::
 
@@ -122,8 +124,9 @@ def soft_topk(
     _, _, n = _axis_length(x, axis)
     k = _check_k_int(k, n)
     check_flag(largest, "largest")
-    p, rows = _rows(x, axis, largest, temperature, method, hard, "sort_rows", _exact_sort)
-    return p.output(_k_slot(p.xp, p.layout, rows[..., :k]))
+    p, rows, m = _rows(x, axis, largest, temperature, method, hard, "sort_rows", _exact_sort, mask)
+    rows = rows[..., :k] if m is None else clear_slots(p.backend, rows[..., :k], m)
+    return p.output(_k_slot(p.xp, p.layout, rows))
 
 
 def _capped_simplex_weights(backend, k, like):
@@ -143,7 +146,7 @@ def _capped_simplex_weights(backend, k, like):
 
 
 def soft_topk_mask(
-    x, k, axis=-1, *, largest=True, temperature=1.0, method="permutahedron", hard=False
+    x, k, axis=-1, *, largest=True, temperature=1.0, method="permutahedron", hard=False, mask=None
 ):
     r"""Soft membership of the ``k`` largest (or smallest) entries along ``axis``.
 
@@ -163,7 +166,11 @@ def soft_topk_mask(
     permutahedron supports ``regularization="l2"`` only here; a method with its
     own ``topk_mask_rows`` (e.g. LapSum) uses that.  ``hard=True`` returns the
     exact 0/1 mask (ties: the first by position; a fractional ``k`` puts
-    ``k - floor(k)`` on the next entry) with the soft gradient.
+    ``k - floor(k)`` on the next entry) with the soft gradient.  ``mask``
+    (boolean, broadcastable to ``x``, True = present): the top-k among each
+    row's present entries; masked positions return 0 with zero gradient (a row
+    with fewer than ``k`` present entries selects all of them and sums to less
+    than ``k``).
 
     Example::
 
@@ -179,7 +186,7 @@ def soft_topk_mask(
     check_flag(largest, "largest")
     check_flag(hard, "hard")
     config = resolve_method(method)
-    p = prepare_sorting(x, axis, temperature, config, "rank")
+    p, present = prepare_sorting(x, axis, temperature, config, "rank", mask, last_value(largest))
     xp = p.xp
     if isinstance(k, numbers.Real):
         k = float(k)
@@ -201,6 +208,8 @@ def soft_topk_mask(
         order = xp.argsort(p.x if largest else -p.x, axis=-1, descending=True, stable=True)
         exact = xp.take_along_axis(w, p.backend.inverse_permutation(order), axis=-1)
         mask = straight_through(p.backend, exact, mask)
+    if present is not None:
+        mask = xp.where(present, mask, 0.0)
     return p.output(p.layout.restore(xp, mask))
 
 
@@ -239,7 +248,7 @@ def _check_q(q, backend, dtype, device):
 
 
 def soft_quantile(
-    x, q, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False
+    x, q, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False, mask=None
 ):
     r"""Differentiable ``torch.quantile(x, q, dim=axis, keepdim=keepdims)``.
 
@@ -256,6 +265,9 @@ def soft_quantile(
     ``torch.quantile``: a scalar ``q`` removes ``axis`` (kept as size 1 with
     ``keepdims=True``); a 1-D ``q`` adds a leading dimension of length
     ``len(q)``.  ``hard=True`` returns the exact quantile with the soft gradient.
+    ``mask`` (boolean, broadcastable to ``x``, True = present): each row's
+    quantile of its ``p`` present entries (position ``(p - 1) q``; NaN for a
+    row with none, as ``torch.nanquantile`` of an all-NaN row).
 
     Example::
 
@@ -268,11 +280,17 @@ def soft_quantile(
     """
     x = as_float_array(x)
     check_flag(keepdims, "keepdims")
-    p, rows = _rows(x, axis, False, temperature, method, hard, "sort_rows", _exact_sort)
+    p, rows, m = _rows(x, axis, False, temperature, method, hard, "sort_rows", _exact_sort, mask)
     xp = p.xp
     q = _check_q(q, p.backend, rows.dtype, p.backend.device(rows))
-    n = rows.shape[-1]
-    out = lookup(rows, q * (n - 1), axis=-1)
+    if m is None:
+        out = lookup(rows, q * (rows.shape[-1] - 1), axis=-1)
+    else:
+        # Each row's quantile of its present entries (NaN for a row with none).
+        n = present_count(xp, m, rows.dtype)
+        out = lookup_along_axis(clear_slots(p.backend, rows, m), q * xp.clip(n - 1, min=0.0), axis=-1)
+        out = xp.where(n > 0, out, math.nan)
+        out = out[..., 0] if q.ndim == 0 else out
     vector = q.ndim == 1
     out = p.layout.restore_reduced(xp, out, keepdims=keepdims, trailing=int(vector))
     if vector:
@@ -280,7 +298,7 @@ def soft_quantile(
     return p.output(out)
 
 
-def soft_median(x, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False):
+def soft_median(x, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False, mask=None):
     r"""Differentiable median: ``soft_quantile(x, 0.5, ...)``.
 
     Follows ``torch.quantile(x, 0.5)`` / ``numpy.median``: for an even length the
@@ -295,5 +313,5 @@ def soft_median(x, axis=-1, *, temperature=1.0, method="permutahedron", hard=Fal
     """
     x = as_float_array(x)
     return soft_quantile(
-        x, 0.5, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims
+        x, 0.5, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims, mask=mask
     )
