@@ -268,3 +268,42 @@ def test_mask_accepts_lists_and_rejects_bad_masks(backend):
     if backend.name != "torch":
         with pytest.raises(TypeError, match="framework"):
             softops.soft_rank(x, mask=torch.tensor([True, False, True]))
+
+
+# --- k = 0, messages, 0-d results (audit R20, R21)
+
+
+@pytest.mark.parametrize("method", ["l2", "lapsum"])
+def test_k_zero_is_the_empty_selection(diff_backend, method):
+    m = METHODS[method]
+    x = np.random.default_rng(0).normal(size=(3, 5))
+    got = diff_backend.to_numpy(softops.soft_topk(diff_backend.asarray(x), 0, method=m))
+    assert got.shape == (3, 0)
+    mask = diff_backend.to_numpy(softops.soft_topk_mask(diff_backend.asarray(x), 0, method=m))
+    np.testing.assert_array_equal(mask, 0.0)
+    g = diff_backend.vjp(lambda t: softops.soft_topk_mask(t, 0, method=m), x, np.cos(np.arange(15.0)).reshape(3, 5))
+    np.testing.assert_array_equal(g, 0.0)
+
+
+def test_messages_name_the_fix(backend):
+    with pytest.raises(ValueError, match="0-d"):
+        softops.soft_max(backend.asarray(3.0))
+    with pytest.raises(ValueError, match="length 0"):
+        softops.soft_topk(backend.asarray(np.zeros((2, 0))), 1)
+    with pytest.raises(TypeError, match="sorting family"):
+        softops.soft_argmax(backend.asarray([1.0, 2.0]), temperature=softops.Relative(0.1))
+    fix = {"torch": r"x\.float\(\)", "jax": r"x\.astype\(jax\.numpy\.float32\)", "numpy": r"x\.astype\(float\)"}
+    with pytest.raises(TypeError, match=fix[backend.name]):
+        softops.soft_rank(backend.asarray([[3, 1, 2]], "int64"))
+
+
+def test_numpy_bfloat16_is_refused_clearly():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with pytest.raises(TypeError, match="NumPy has no bfloat16"):
+        softops.soft_rank(np.asarray([[1.0, 2.0]], dtype=ml_dtypes.bfloat16))
+
+
+def test_reductions_return_0d_arrays_on_numpy():
+    for f in (softops.soft_max, softops.soft_min):
+        out = f(np.array([1.0, 2.0, 3.0]))
+        assert isinstance(out, np.ndarray) and out.shape == ()

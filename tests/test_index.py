@@ -500,3 +500,35 @@ def test_result_layout_matches_numpy(backend, rng):
     np.testing.assert_array_equal(backend.to_numpy(both), arr[:, i, j])
     fractional = softops.lookup(backend.asarray(arr), backend.asarray(np.stack([i, j], -1) * 1.0), axis=(1, 2), mode="cubic")
     np.testing.assert_allclose(backend.to_numpy(fractional), arr[:, i, j], rtol=1e-14)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace"])
+@pytest.mark.parametrize("bandwidth", [1e-30, 1e-200, 2.2250738585072014e-308, 5e-324])
+def test_tiny_bandwidths_give_the_nearest_limit(diff_backend, kernel, bandwidth):
+    """As the bandwidth goes to 0 the weights are one-hot at the nearest sample
+    (0.5 / 0.5 at a midpoint), in every dtype and padding, with finite or
+    infinite but never NaN gradients (the derivative at a midpoint diverges)."""
+    x = np.array([0.3, 2.5, 3.9])
+    want = np.zeros((3, 5))
+    want[0, 0], want[1, 2], want[1, 3], want[2, 4] = 1.0, 0.5, 0.5, 1.0
+    for dtype in ("float32", "float64"):
+        for padding in PADDINGS:
+            f = lambda i: softops.soft_index(i, 5, kernel=kernel, bandwidth=bandwidth, padding=padding)
+            got = diff_backend.to_numpy(f(diff_backend.asarray(x, dtype)))
+            np.testing.assert_allclose(got, want, atol=1e-6, err_msg=f"{dtype} {padding}")
+            g = diff_backend.vjp(f, x, np.arange(15.0).reshape(3, 5), dtype)
+            assert not np.isnan(g).any(), (dtype, padding, g)
+            np.testing.assert_array_equal(g[[0, 2]], 0.0)
+
+
+def test_nan_index_writes_nothing_in_linear_mode(diff_backend):
+    arr = np.arange(10.0).reshape(5, 2)
+    index = np.array([np.nan, 1.5])
+    value = diff_backend.asarray(np.ones((2, 2)))
+    got = diff_backend.to_numpy(softops.assign(diff_backend.asarray(arr), diff_backend.asarray(index), value, mode="linear"))
+    want = arr.copy()
+    want[1:3] = 0.5 * arr[1:3] + 0.5
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    g = diff_backend.vjp(lambda i: softops.assign(diff_backend.asarray(arr), i, value, mode="linear"), index,
+                         np.ones((5, 2)))
+    assert np.isfinite(g[1]) and g[0] == 0.0

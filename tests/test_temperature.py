@@ -89,3 +89,28 @@ def test_relative_reaches_topk_and_quantiles(backend, rng):
         expected = softops.soft_topk_mask(x[row], 7, temperature=float(t))
         got = backend.to_numpy(softops.soft_topk_mask(bx, 7, temperature=tau))[row]
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-45, 1e-300, 1e20, 1e30, "max"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relative_on_extreme_magnitudes(backend, scale, dtype):
+    """Relative(tau) measures the data's own spacing: at any magnitude that the
+    dtype holds the ranks are those of the unit-scale data, the sort is the
+    unit-scale sort scaled, finite; on subnormal data (below any temperature)
+    every rank ties."""
+    info = np.finfo(dtype)
+    s = float(info.max) / 4 if scale == "max" else scale
+    if not (float(info.smallest_subnormal) <= s <= float(info.max) / 4):
+        pytest.skip("not representable")
+    base = np.array([[0.1, -0.9, 0.5, 0.8, -0.3]])
+    unit = backend.to_numpy(softops.soft_rank(backend.asarray(base, dtype), temperature=softops.Relative(0.5)))
+    got = backend.to_numpy(softops.soft_rank(backend.asarray(base * s, dtype), temperature=softops.Relative(0.5)))
+    assert np.all(np.isfinite(got))
+    if s * 0.2 < float(info.smallest_normal):  # gaps below the smallest temperature: ties
+        np.testing.assert_allclose(got, 3.0, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(got, unit, rtol=1e-3, atol=1e-3)
+        srt = backend.to_numpy(softops.soft_sort(backend.asarray(base * s, dtype), temperature=softops.Relative(0.5)))
+        ref = backend.to_numpy(softops.soft_sort(backend.asarray(base, dtype), temperature=softops.Relative(0.5)))
+        assert np.all(np.isfinite(srt))
+        np.testing.assert_allclose(srt / s, ref, rtol=1e-3, atol=1e-3)

@@ -86,6 +86,8 @@ for _k in ("linear", "cubic", "gaussian", "laplace"):
     case(f"soft_index-{_k}", _IDX)(lambda h, k=_k: lambda i: softops.soft_index(i, 7, kernel=k, bandwidth=0.8))
 case("lookup_along_axis-index", _IDX[:, :3])(
     lambda h: lambda i: softops.lookup_along_axis(_const(h, np.stack([_ARR, -_ARR])), i))
+case("lookup_along_axis-axis0-index", _IDX[:, :3].T)(  # a moved axis (torch.func.vmap: permute_dims)
+    lambda h: lambda i: softops.lookup_along_axis(_const(h, np.stack([_ARR, -_ARR]).T), i, axis=0))
 case("soft_take-weights", np.abs(_x(1)))(lambda h: lambda w: softops.soft_take(_const(h, _ARR[:5]), w, axis=0))
 case("assign-linear-index", np.array([0.4, 2.7]))(
     lambda h: lambda i: softops.assign(_const(h, _ARR), i, _const(h, [1.5, -2.0]), mode="linear"))
@@ -106,6 +108,8 @@ for _name, _m in SORT_METHODS.items():
     case(f"soft_topk-{_name}")(lambda h, m=_m: lambda x: softops.soft_topk(x, 2, temperature=0.6, method=m))
     case(f"soft_quantile-{_name}")(
         lambda h, m=_m: lambda x: softops.soft_quantile(x, 0.3, temperature=0.6, method=m))
+    case(f"soft_quantile-list-q-{_name}")(
+        lambda h, m=_m: lambda x: softops.soft_quantile(x, [0.2, 0.9], temperature=0.6, method=m))
     case(f"soft_median-{_name}")(lambda h, m=_m: lambda x: softops.soft_median(x, temperature=0.6, method=m))
 for _name in ("l2", "lapsum"):
     case(f"soft_topk_mask-{_name}")(

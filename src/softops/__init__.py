@@ -18,5 +18,6 @@ from softops.topk import *  # noqa: F403
 __version__ = "0.1.0"
 
 # The operations (every one is in tests/test_transforms.py's harness) and the settings.
-OPERATIONS = (*select.__all__, *index.__all__, *sort.__all__, *topk.__all__)
+OPERATIONS = tuple(name for name in (*select.__all__, *index.__all__, *sort.__all__, *topk.__all__)
+                   if name[0].islower())
 __all__ = [*OPERATIONS, "Relative", "get_num_threads", "set_num_threads"]

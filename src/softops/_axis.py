@@ -71,6 +71,17 @@ def flatten_axes(xp, x, axes: tuple[int, ...]):
     return x, layout
 
 
+def move_axis(xp, a, source: int, destination: int):
+    """``moveaxis`` as a ``permute_dims`` (which ``torch.func.vmap`` batches;
+    its ``aten::moveaxis`` has no batching rule)."""
+    source, destination = source % a.ndim, destination % a.ndim
+    if source == destination:
+        return a
+    order = [i for i in range(a.ndim) if i != source]
+    order.insert(destination, source)
+    return xp.permute_dims(a, tuple(order))
+
+
 def sum_to(xp, a, shape):
     """``a`` summed over the axes that broadcasting ``shape`` to ``a.shape`` added."""
     if tuple(a.shape) == tuple(shape):

@@ -24,12 +24,25 @@ def check_float_array(x, name: str = "x") -> Backend:
             f"{name} must be a PyTorch tensor, a JAX array or a NumPy array, "
             f"got {type(x).__name__}"
         ) from None
-    if not backend.xp.isdtype(x.dtype, "real floating"):
+    try:
+        floating = backend.xp.isdtype(x.dtype, "real floating")
+    except TypeError:  # a dtype NumPy does not know, e.g. ml_dtypes' bfloat16
+        raise TypeError(
+            f"{name} has dtype {x.dtype}, which NumPy cannot compute with (NumPy has no "
+            f"bfloat16 arithmetic); pass {name}.astype(numpy.float32), or a JAX array "
+            f"(jax.numpy.asarray({name})) to keep bfloat16"
+        ) from None
+    if not floating:
         raise TypeError(
             f"{name} must have a real floating dtype (float16, bfloat16, float32 or "
-            f"float64), got {x.dtype}; convert it first, e.g. x.astype(float)"
+            f"float64), got {x.dtype}; convert it first, e.g. {_to_float(backend, name)}"
         )
     return backend
+
+
+def _to_float(backend, name):
+    return {"torch": f"{name}.float()", "jax": f"{name}.astype(jax.numpy.float32)"}.get(
+        backend.name, f"{name}.astype(float)")
 
 
 def concrete_values(value):
@@ -61,6 +74,12 @@ def concrete_scalar(value) -> float | None:
 def check_temperature(temperature, backend: Backend, name: str = "temperature"):
     """Return the temperature, a positive finite Python float or 0-d array of the
     input's framework (so that it can be learned)."""
+    if type(temperature).__name__ == "Relative":
+        raise TypeError(
+            f"{name}=Relative(tau) is for the sorting family (soft_sort, soft_rank, soft_topk, "
+            "soft_topk_mask, soft_quantile), which measures softness in gaps of the data; here "
+            "the temperature is a positive number in units of x"
+        )
     if isinstance(temperature, bool) or not (
         isinstance(temperature, numbers.Real) or hasattr(temperature, "shape")
     ):
@@ -105,6 +124,11 @@ def check_choice(value, name: str, allowed) -> str:
 def normalize_axes(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """Non-negative axes from an int or a tuple of ints; checks range and repeats."""
     axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    if ndim == 0:
+        raise ValueError(
+            "x is 0-d (a single number); the operation works along an axis of an array "
+            "with at least one dimension (e.g. x[None] or x.reshape(1))"
+        )
     if not axes:
         raise ValueError(f"{name} must name at least one axis, got {axis!r}")
     result = []

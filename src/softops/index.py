@@ -30,6 +30,7 @@ import numbers
 
 import numpy as np
 
+from softops._axis import move_axis
 from softops._backend import backend_of
 from softops._interp import MODES, PADDINGS, combine, fold, index_dtype, interpolate, taps
 from softops._prepare import compute_dtype
@@ -210,9 +211,27 @@ def _dense_from_taps(xp, tap_list, size, dtype, device):
     return total
 
 
-def _kernel_logits(xp, d, bandwidth, kernel):
-    u = d / bandwidth
-    return -(u * u) / 2 if kernel == "gaussian" else -xp.abs(u)
+def _kernel_distance(xp, d, kernel):
+    """The kernel's distance measure: ``d^2`` (gaussian) or ``|d|`` (laplace)."""
+    return d * d if kernel == "gaussian" else xp.abs(d)
+
+
+def _kernel_logits(xp, d, bandwidth, kernel, ref=0.0):
+    """``log k(d) - log k(d_ref)``, with ``ref`` the reference's distance measure
+    (``_kernel_distance``).  Measuring from the nearest sample keeps the largest
+    logit finite (0) however narrow the bandwidth, where ``-(d / b)^2 / 2``
+    alone is ``-inf`` for every sample (NaN weights); the bandwidth divides
+    last, once per factor, so that ``b^2`` never underflows."""
+    excess = _kernel_distance(xp, d, kernel) - ref
+    return -(excess / bandwidth / bandwidth) / 2 if kernel == "gaussian" else -(excess / bandwidth)
+
+
+def _floor_logits(xp, logits, dtype):
+    """Logits far below ``log`` of the smallest subnormal (weight exactly 0)
+    held there, so that no gradient reaches the ``inf`` slopes behind them."""
+    info = xp.finfo(dtype)
+    smallest_subnormal = float(info.smallest_normal) * float(info.eps)
+    return xp.clip(logits, min=math.log(smallest_subnormal) - 16.0)  # exp() of it is exactly 0
 
 
 def _logsumexp(backend, z):
@@ -222,26 +241,27 @@ def _logsumexp(backend, z):
     return xp.log(xp.sum(xp.exp(z - shift), axis=-1)) + shift[..., 0]
 
 
-def _log_lattice_sum(backend, t, bandwidth, kernel):
-    """``log sum_{j in Z} k(t - j)`` for ``t`` in ``[0, 1)``: the normaliser of a
-    kernel over every integer position (used by padding='zeros')."""
+def _log_lattice_sum(backend, t, bandwidth, kernel, ref):
+    """``log sum_{j in Z} k(t - j) - log k(d_ref)`` for ``t`` in ``[0, 1)``: the
+    normaliser of a kernel over every integer position (used by
+    padding='zeros'), relative to the reference distance ``ref``."""
     xp = backend.xp
     if kernel == "laplace":
         # Two geometric series: sum_{j<=0} e^{-(t-j)/b} + sum_{j>=1} e^{-(j-t)/b}.
-        a = -t / bandwidth
-        b = -(1 - t) / bandwidth
+        a = -(t - ref) / bandwidth
+        b = -((1 - t) - ref) / bandwidth
         return xp.logaddexp(a, b) - xp.log(-xp.expm1(-1 / bandwidth))
     # Gaussian: the direct sum over j in [-8, 9] for narrow kernels, Poisson
     # summation sqrt(2 pi) b (1 + 2 sum_k e^{-2 pi^2 b^2 k^2} cos(2 pi k t)) for wide
     # ones (each truncation error < 1e-30 on its side of b = 1/2).
     offsets = xp.astype(xp.arange(-8, 10, device=backend.device(t)), t.dtype)
-    direct = _logsumexp(backend, _kernel_logits(xp, t[..., None] - offsets, bandwidth, kernel))
+    direct = _logsumexp(backend, _kernel_logits(xp, t[..., None] - offsets, bandwidth, kernel, ref[..., None]))
     series = xp.ones_like(t)
     for k in range(1, 5):
         series = series + 2 * xp.exp(-2 * math.pi**2 * (bandwidth * k) ** 2) * xp.cos(2 * math.pi * k * t)
     poisson = math.log(math.sqrt(2 * math.pi)) + xp.log(bandwidth) + xp.log(
         xp.clip(series, min=1e-30)
-    )
+    ) + ref / bandwidth / bandwidth / 2
     return xp.where(bandwidth < 0.5, direct, poisson)
 
 
@@ -256,11 +276,27 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
         # Far outside every weight is 0 in the working precision: clip there.
         reach = 40.0 * bandwidth + 2.0
         x = xp.clip(x, -reach, size - 1 + reach)
-        t = x - xp.floor(x)
-        logits = _kernel_logits(xp, x - j, bandwidth, kernel) - _log_lattice_sum(backend, t, bandwidth, kernel)
-        return xp.exp(logits)
+        base = xp.floor(x)
+        t = x - base
+        # Both measured from the nearest integer, which the lattice sum holds.
+        ref = backend.stop_gradient(_kernel_distance(xp, xp.minimum(t, 1 - t), kernel))
+        wide = xp.exp(_floor_logits(xp, _kernel_logits(xp, x - j, bandwidth, kernel, ref) - _log_lattice_sum(
+            backend, t[..., 0], bandwidth, kernel, ref[..., 0])[..., None], x.dtype))
+        # Narrow kernels: a softmax over the integers base - 8 ... base + 9 (the
+        # rest weigh below e^-80), of which those in [0, size) are read; one
+        # normalised expression, so that its derivative stays 0 where a weight
+        # is 1 however narrow the kernel (the two parts of ``wide`` would meet
+        # as inf - inf there).
+        offsets = xp.astype(xp.arange(-8, 10, device=device), x.dtype)
+        lattice = _floor_logits(xp, _kernel_logits(xp, t - offsets, bandwidth, kernel, ref), x.dtype)
+        p = xp.exp(lattice)
+        p = p / xp.sum(p, axis=-1, keepdims=True)
+        at = (base + offsets)[..., :, None] == j  # (..., 18, size)
+        narrow = xp.sum(xp.where(at, p[..., :, None], 0.0), axis=-2)
+        return xp.where(bandwidth < (0.5 if kernel == "gaussian" else 0.1), narrow, wide)
+    ends = None  # the reflect images that do not exist (the end samples appear once a period)
     if padding == "clamp":
-        logits = _kernel_logits(xp, xp.clip(x, 0.0, size - 1.0) - j, bandwidth, kernel)
+        images = [xp.clip(x, 0.0, size - 1.0) - j]
     elif size == 1:
         return xp.ones_like(x + j)
     else:
@@ -269,18 +305,25 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
         y = xp.remainder(xp.where(finite, x, 0.0), float(period))
         y = xp.where(finite, y, xp.nan)
         # Every image of sample j within one period either side of y.
-        terms = [_kernel_logits(xp, y - j - m * period, bandwidth, kernel) for m in (-1, 0, 1)]
+        images = [y - j - m * period for m in (-1, 0, 1)]
         if padding == "reflect":
-            ends = (j == 0) | (j == size - 1)  # the end samples appear once a period
-            terms += [
-                xp.where(ends, -xp.inf, _kernel_logits(xp, y + j - m * period, bandwidth, kernel))
-                for m in (0, 1, 2)
-            ]
-        logits = terms[0]
-        for term in terms[1:]:
-            logits = xp.logaddexp(logits, term)
-    shift = backend.stop_gradient(xp.max(xp.where(xp.isnan(logits), 0.0, logits), axis=-1, keepdims=True))
-    e = xp.exp(logits - shift)
+            ends = (j == 0) | (j == size - 1)
+            images += [xp.where(ends, 0.0, y + j - m * period) for m in (0, 1, 2)]
+    # Measured from the nearest image of any sample (its logit is 0; see _kernel_logits).
+    ref = _kernel_distance(xp, images[0], kernel)
+    for m, d in enumerate(images[1:], 1):
+        distance = _kernel_distance(xp, d, kernel)
+        ref = xp.minimum(ref, xp.where(ends, xp.inf, distance) if m >= 3 else distance)
+    # A constant shift of every logit: exact with no gradient.
+    ref = backend.stop_gradient(xp.min(ref, axis=-1, keepdims=True))
+    logits = None
+    for m, d in enumerate(images):
+        term = _kernel_logits(xp, d, bandwidth, kernel, ref)
+        if m >= 3:
+            term = xp.where(ends, -xp.inf, term)
+        term = _floor_logits(xp, term, x.dtype)
+        logits = term if logits is None else xp.logaddexp(logits, term)
+    e = xp.exp(logits)
     return e / xp.sum(e, axis=-1, keepdims=True)
 
 
@@ -342,8 +385,12 @@ def soft_index(index, size, *, kernel="linear", bandwidth=1.0, padding="clamp"):
     if kernel in ("gaussian", "laplace"):
         if xp.isdtype(index.dtype, "integral"):
             index = xp.astype(index, dtype)
-        if not isinstance(bandwidth, float):
-            bandwidth = xp.astype(bandwidth, dtype)
+        # Below the smallest normal number the kernel is the nearest-sample limit already.
+        tiny = float(xp.finfo(dtype).smallest_normal)
+        if isinstance(bandwidth, float):
+            bandwidth = max(bandwidth, tiny)
+        else:
+            bandwidth = xp.clip(xp.astype(bandwidth, dtype), min=tiny)
         w = _smooth_kernel_weights(backend, index, size, kernel, bandwidth, padding)
     else:
         tap_list = taps(xp, index, size, kernel, padding)
@@ -471,8 +518,8 @@ def lookup_along_axis(arr, index, axis=-1, *, mode="linear", padding="clamp", ha
         raise TypeError(f"axis must be an int for lookup_along_axis, got {axis!r}")
     caller = arr.dtype
     _, (arr, index) = _compute(xp, [arr, index], caller)
-    arr = xp.moveaxis(arr, ax, -1)
-    index = xp.moveaxis(index, ax, -1)
+    arr = move_axis(xp, arr, ax, -1)
+    index = move_axis(xp, index, ax, -1)
     batch = _broadcast_shapes(
         tuple(arr.shape[:-1]), tuple(index.shape[:-1]), names=("arr", "index")
     )
@@ -483,7 +530,7 @@ def lookup_along_axis(arr, index, axis=-1, *, mode="linear", padding="clamp", ha
         return xp.take_along_axis(arr, flat, axis=-1)
 
     out = _read(xp, [index], (arr.shape[-1],), (1,), mode, padding, hard, backend, gather)
-    out = xp.moveaxis(out, -1, ax)
+    out = move_axis(xp, out, -1, ax)
     return _cast(xp, out, caller)
 
 
@@ -666,7 +713,12 @@ def assign(arr, index, value, axis=0, *, mode="nearest", padding="clamp"):
             inside = (weight == 1) if inside is None else inside & (weight == 1)
         out = _exact_write(xp, front, flat, inside, values, backend.device(arr))
     else:
-        per_axis = [soft_index(c, n, padding=padding) for c, n in zip(coords, front.sizes)]
+        # A NaN coordinate writes nothing (as mode="nearest"); it is read as 0
+        # first, so that no NaN reaches the gradient either.
+        per_axis = [
+            xp.where(xp.isnan(c)[..., None], 0.0, soft_index(xp.where(xp.isnan(c), 0.0, c), n, padding=padding))
+            for c, n in zip(coords, front.sizes)
+        ]
         w = per_axis[0]
         for wi in per_axis[1:]:
             w = xp.reshape(w[..., :, None] * wi[..., None, :], tuple(w.shape[:-1]) + (-1,))

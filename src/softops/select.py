@@ -254,10 +254,11 @@ def soft_min(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
 
         >>> import numpy as np, softops
         >>> softops.soft_min(np.array([1.0, 2.0, 3.0]), method="sparsemax", temperature=2.0)
-        np.float64(1.25)
+        array(1.25)
     """
     x = as_float_array(x)
-    check_float_array(x)
-    return -soft_max(
+    backend = check_float_array(x)
+    # asarray: NumPy's negation of a 0-d array is a scalar; soft_max returns a 0-d array.
+    return backend.xp.asarray(-soft_max(
         -x, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims
-    )
+    ))

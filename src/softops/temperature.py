@@ -73,24 +73,30 @@ class Relative:
     def resolve(self, backend, x, method, op: str, mask=None):
         """The method's per-row temperature (shape ``(*batch, 1)``) for ``op``
         ("sort" or "rank") on rows ``x`` of shape ``(*batch, n)`` (of the present
-        entries where ``mask`` is given)."""
-        return method.temperature_for(self.tau, data_spacing(backend, x, mask), op)
+        entries where ``mask`` is given), clamped like a raw temperature to
+        ``[smallest normal, max]`` of the dtype."""
+        xp = backend.xp
+        info = xp.finfo(x.dtype)
+        t = method.temperature_for(self.tau, data_spacing(backend, x, mask), op)
+        return xp.clip(t, min=float(info.smallest_normal), max=float(info.max))
 
 
 def data_spacing(backend, x, mask=None):
-    """``sqrt(12) * std(x) / n`` along the last axis (keepdims; over the ``n``
-    present entries where ``mask`` is given), held constant for autodiff; 1
-    where the row is constant."""
+    """``sqrt(12) * std(x) / n`` along the last axis (keepdims) over the ``n``
+    finite entries (and present ones, where ``mask`` is given), held constant
+    for autodiff; 1 where they are constant or absent.  The standard deviation
+    is taken of ``x / max|x|`` and scaled back, so it neither overflows near
+    the dtype's maximum nor loses precision on subnormal data; the result is
+    clamped to the dtype's finite range."""
     xp = backend.xp
     x = backend.stop_gradient(x)
-    if mask is None:
-        n = x.shape[-1]
-        spread = xp.std(x, axis=-1, keepdims=True)
-    else:
-        n = xp.astype(xp.sum(xp.astype(mask, xp.int32), axis=-1, keepdims=True), x.dtype)
-        count = xp.where(n > 0, n, 1.0)
-        mean = xp.sum(xp.where(mask, x, 0.0), axis=-1, keepdims=True) / count
-        spread = xp.sqrt(xp.sum(xp.where(mask, (x - mean) ** 2, 0.0), axis=-1, keepdims=True) / count)
-        n = count
-    spacing = math.sqrt(12.0) * spread / n
+    use = xp.isfinite(x) if mask is None else (mask & xp.isfinite(x))
+    n = xp.astype(xp.sum(xp.astype(use, xp.int32), axis=-1, keepdims=True), x.dtype)
+    count = xp.where(n > 0, n, 1.0)
+    scale = xp.max(xp.where(use, xp.abs(x), 0.0), axis=-1, keepdims=True)
+    scale = xp.where(scale > 0, scale, 1.0)
+    y = xp.where(use, x / scale, 0.0)
+    mean = xp.sum(y, axis=-1, keepdims=True) / count
+    spread = xp.sqrt(xp.sum(xp.where(use, (y - mean) ** 2, 0.0), axis=-1, keepdims=True) / count)
+    spacing = xp.clip(spread * (math.sqrt(12.0) / count) * scale, max=float(xp.finfo(x.dtype).max))
     return xp.where(spacing > 0, spacing, xp.ones_like(spacing))

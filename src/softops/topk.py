@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from softops._axis import move_axis
 from softops._backend import backend_of
 from softops._prepare import compute_dtype
 from softops._validate import (
@@ -47,6 +48,9 @@ def _axis_length(x, axis):
     """``(backend, axes, n)``: the length of the (flattened) ``axis`` of ``x``."""
     backend = check_float_array(x)
     axes = normalize_axes(axis, x.ndim)
+    empty = [a for a in axes if x.shape[a] == 0]
+    if empty:
+        raise ValueError(f"axis {empty[0]} of x has length 0; the operation needs at least one element")
     return backend, axes, math.prod([x.shape[a] for a in axes])
 
 
@@ -56,13 +60,13 @@ def _check_k_int(k, n):
             f"k must be an int for soft_topk (the output has k entries), got {k!r}; "
             "for a fractional k use soft_topk_mask"
         )
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and n = {n} (the length along axis), got {k}")
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be between 0 and n = {n} (the length along axis), got {k}")
     return int(k)
 
 
 def _check_k_real(k, n, backend):
-    """``k`` a real number or a 0-d floating array of ``x``'s framework in (0, n]."""
+    """``k`` a real number or a 0-d floating array of ``x``'s framework in [0, n]."""
     if isinstance(k, numbers.Real) and not isinstance(k, bool):
         value = float(k)
     elif hasattr(k, "shape"):
@@ -80,8 +84,8 @@ def _check_k_real(k, n, backend):
         value = concrete_scalar(k)
     else:
         raise TypeError(f"k must be a real number, got {k!r}")
-    if value is not None and not (math.isfinite(value) and 0 < value <= n):
-        raise ValueError(f"k must be in (0, n] with n = {n} (the length along axis), got {value}")
+    if value is not None and not (math.isfinite(value) and 0 <= value <= n):
+        raise ValueError(f"k must be in [0, n] with n = {n} (the length along axis), got {value}")
     return k
 
 
@@ -90,7 +94,7 @@ def _k_slot(xp, layout, rows):
     place of the (first) reduced axis."""
     y = xp.reshape(rows, layout.batch_shape + (rows.shape[-1],))
     position = len([i for i in layout.permutation[: len(layout.batch_shape)] if i < min(layout.axes)])
-    return xp.moveaxis(y, -1, position) if position != y.ndim - 1 else y
+    return move_axis(xp, y, -1, position)
 
 
 def soft_topk(
@@ -104,7 +108,7 @@ def soft_topk(
     descending=largest)`` (see ``softops.soft_sort`` for the method and the
     temperature: sorted neighbours closer than about ``1 / T``, in units of
     ``x``, stay exact, and wider gaps are merged and capped at ``1 / T``
-    around their mean).  ``k`` is an int in ``[1, n]``.  The output has ``x``'s shape with
+    around their mean).  ``k`` is an int in ``[0, n]`` (``k = 0``: a zero-length axis, as ``torch.topk``).  The output has ``x``'s shape with
     ``axis`` replaced by ``k`` in place (as ``torch.topk``); with a tuple of axes
     they are flattened and replaced by one axis of length ``k`` at the place of
     the first.  ``hard=True`` returns the exact top-k values with the soft
@@ -159,7 +163,7 @@ def soft_topk_mask(
     largest value get exactly 1 (0), and as ``T -> 0`` the mask is the exact
     top-k indicator (tied values at the boundary share the weight).
 
-    ``k`` is a real number in ``(0, n]`` or a 0-d floating array (then the mask
+    ``k`` is a real number in ``[0, n]`` (``k = 0``: all zeros, zero gradient) or a 0-d floating array (then the mask
     is differentiable in ``k``: ``dm / dk`` is the direction in which the sum
     grows, from the left at an integer ``k``); a fractional ``k`` gives the
     capped simplex of sum ``k``.  ``temperature`` and ``k`` are scalars.  The
@@ -294,7 +298,7 @@ def soft_quantile(
     vector = q.ndim == 1
     out = p.layout.restore_reduced(xp, out, keepdims=keepdims, trailing=int(vector))
     if vector:
-        out = xp.moveaxis(out, -1, 0)
+        out = move_axis(xp, out, -1, 0)
     return p.output(out)
 
 

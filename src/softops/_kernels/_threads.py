@@ -31,6 +31,7 @@ import contextvars
 import itertools
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["MIN_CHUNK", "available_cores", "framework_threads", "get_num_threads", "run", "set_num_threads",
@@ -131,6 +132,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+class _Health:
+    """Whether helper threads get a core.  After a call whose helpers started
+    late (later than a quarter of the call, or never: the OS had no free core
+    for them, on a busy machine or next to a pool that spins), the next calls
+    run on the caller's thread alone, for a stretch that doubles while that
+    persists (8, 16, ..., 1024 calls), and then probe again: on a busy machine
+    a helper costs the caller more than it gives."""
+
+    skip = 0
+    stretch = 8
+
+    @classmethod
+    def report(cls, late: bool):
+        if late:
+            cls.skip, cls.stretch = cls.stretch, min(2 * cls.stretch, 1024)
+        else:
+            cls.stretch = 8
+
+
 def run(call, rows: int, n: int) -> None:
     """``call(lo, hi)`` for pieces ``[lo, hi)`` covering ``range(rows)`` (rows of
     ``n`` entries), on up to ``threads_for_call()`` threads; returns when all are
@@ -140,24 +160,34 @@ def run(call, rows: int, n: int) -> None:
     the caller's included, takes the next piece until none is left: a pool
     thread that the OS does not schedule soon (a busy machine) leaves its
     pieces to the others, so a call is never slower than the caller's thread
-    alone by more than one piece."""
+    alone by more than one piece; and late helpers send the next calls to the
+    caller's thread alone for a while (``_Health``)."""
     threads = min(threads_for_call(), available_cores(), rows, max(1, (rows * max(n, 1)) // MIN_CHUNK))
+    if threads > 1 and _Health.skip > 0:
+        _Health.skip -= 1
+        threads = 1
     if threads <= 1:
         call(0, rows)
         return
     pieces = min(rows, 2 * threads)
     bounds = [p * rows // pieces for p in range(pieces + 1)]
     counter = itertools.count()  # next() is atomic: each piece is taken once
+    started = []
 
-    def take():
+    def take(helper):
+        if helper:
+            started.append(time.perf_counter())
         while (p := next(counter)) < pieces:
             call(bounds[p], bounds[p + 1])
 
     pool = _get_pool()
-    helpers = [pool.submit(take) for _ in range(threads - 1)]
+    t0 = time.perf_counter()
+    helpers = [pool.submit(take, True) for _ in range(threads - 1)]
     try:
-        take()
+        take(False)
     finally:
         for f in helpers:
             if not f.cancel():  # a helper that never started has nothing to do
                 f.result()
+    elapsed = time.perf_counter() - t0
+    _Health.report(len(started) < threads - 1 or max(started) - t0 > 0.25 * elapsed)
