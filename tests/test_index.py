@@ -532,3 +532,41 @@ def test_nan_index_writes_nothing_in_linear_mode(diff_backend):
     g = diff_backend.vjp(lambda i: softops.assign(diff_backend.asarray(arr), i, value, mode="linear"), index,
                          np.ones((5, 2)))
     assert np.isfinite(g[1]) and g[0] == 0.0
+
+
+@pytest.mark.parametrize("kernel", ["gaussian"])
+def test_clamped_end_samples_take_the_inside_derivative(diff_backend, kernel):
+    """Reading exactly the first or last sample (clamp padding): the gradient
+    is the one-sided derivative from inside the axis, in every framework
+    (audit R19: JAX gave half of PyTorch's there).  (Laplace has a kink at
+    every sample; there both frameworks take the mean of the two sides, see
+    test_laplace_kinks_agree_across_frameworks.)"""
+    arr = np.array([0.0, 1.0, 3.0, 2.0, 5.0])
+
+    def read(i, xp_arr):
+        return softops.soft_take(xp_arr, softops.soft_index(i, 5, kernel=kernel, bandwidth=0.8))
+
+    for x0, side in ((4.0, -1.0), (0.0, 1.0)):
+        g = diff_backend.vjp(lambda i: read(i, diff_backend.asarray(arr)), np.array(x0), np.array(1.0))
+        h = 1e-7
+        value = lambda v: float(diff_backend.to_numpy(read(diff_backend.asarray(np.array(v)), diff_backend.asarray(arr))))
+        want = (value(x0 + side * h) - value(x0)) / (side * h)
+        np.testing.assert_allclose(g, want, rtol=1e-5)
+
+
+def test_laplace_kinks_agree_across_frameworks():
+    """At a sample (Laplace's kink) every framework returns the same gradient."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)  # as the test harness does
+    arr = np.array([0.0, 1.0, 3.0, 2.0, 5.0])
+    for padding in PADDINGS:
+        for x0 in (0.0, 2.0, 4.0):
+            t = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+            softops.soft_take(torch.tensor(arr), softops.soft_index(t, 5, kernel="laplace", bandwidth=0.8,
+                                                                     padding=padding)).backward()
+            g = jax.grad(lambda v: softops.soft_take(jnp.asarray(arr), softops.soft_index(
+                v, 5, kernel="laplace", bandwidth=0.8, padding=padding)))(jnp.asarray(x0, jnp.float64))
+            np.testing.assert_allclose(float(g), t.grad.item(), rtol=1e-9, atol=1e-12, err_msg=f"{padding} {x0}")

@@ -212,8 +212,11 @@ def _dense_from_taps(xp, tap_list, size, dtype, device):
 
 
 def _kernel_distance(xp, d, kernel):
-    """The kernel's distance measure: ``d^2`` (gaussian) or ``|d|`` (laplace)."""
-    return d * d if kernel == "gaussian" else xp.abs(d)
+    """The kernel's distance measure: ``d^2`` (gaussian) or ``|d|`` (laplace).
+    ``|d|`` is written ``d sign(d)`` so that its derivative at a sample
+    (``d = 0``, Laplace's kink) is 0, the mean of the two sides, in every
+    framework (``jax.grad(jnp.abs)(0.)`` is 1, PyTorch's is 0)."""
+    return d * d if kernel == "gaussian" else d * xp.sign(d)
 
 
 def _kernel_logits(xp, d, bandwidth, kernel, ref=0.0):
@@ -296,7 +299,11 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
         return xp.where(bandwidth < (0.5 if kernel == "gaussian" else 0.1), narrow, wide)
     ends = None  # the reflect images that do not exist (the end samples appear once a period)
     if padding == "clamp":
-        images = [xp.clip(x, 0.0, size - 1.0) - j]
+        # Clamped with where, not clip: at an end sample exactly (x = 0 or n - 1,
+        # a common read) the derivative is the one from inside the axis in
+        # every framework (jnp.clip would split it in half there).
+        inside = xp.where(x < 0.0, 0.0, xp.where(x > size - 1.0, size - 1.0, x))
+        images = [inside - j]
     elif size == 1:
         return xp.ones_like(x + j)
     else:

@@ -23,6 +23,8 @@ that is entirely ``-inf`` is read as a row of ties.
 
 from __future__ import annotations
 
+import numpy as np
+
 from softops._shared import as_float_array, straight_through
 from softops._prepare import Prepared, prepare
 from softops._validate import check_choice, check_float_array, check_flag
@@ -257,8 +259,7 @@ def soft_min(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
         array(1.25)
     """
     x = as_float_array(x)
-    backend = check_float_array(x)
-    # asarray: NumPy's negation of a 0-d array is a scalar; soft_max returns a 0-d array.
-    return backend.xp.asarray(-soft_max(
-        -x, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims
-    ))
+    check_float_array(x)
+    out = -soft_max(-x, axis, temperature=temperature, method=method, hard=hard, keepdims=keepdims)
+    # NumPy's negation of a 0-d array is a scalar; soft_max returns a 0-d array.
+    return np.asarray(out) if isinstance(out, np.generic) else out
