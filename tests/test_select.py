@@ -540,3 +540,20 @@ def test_inputs_are_not_mutated(backend, rng):
     for op in (softops.argmax_weights, softops.soft_argmax, softops.soft_max, softops.soft_min):
         op(bx, axis=0, hard=True)
     np.testing.assert_array_equal(backend.to_numpy(bx), x)
+
+
+@pytest.mark.parametrize("method", ["softmax", "sparsemax", "entmax15", "logsumexp"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_soft_max_at_the_float_maximum(diff_backend, method, dtype):
+    """A constant row at the dtype's maximum: value M, gradient 1/n (audit R5:
+    5e291 each in float64); a row spanning [-M, M]: finite value and gradients."""
+    big = float(np.finfo(dtype).max)
+    const = np.full(5, big)
+    got = diff_backend.to_numpy(softops.soft_max(diff_backend.asarray(const, dtype), method=method))
+    assert got == np.float64(np.asarray(big, dtype))
+    g = diff_backend.vjp(lambda t: softops.soft_max(t, method=method), const, np.array(1.0), dtype)
+    np.testing.assert_allclose(g, 0.2, rtol=1e-6)
+    spread = np.array([big, -big, 0.0, big / 2])
+    g = diff_backend.vjp(lambda t: softops.soft_min(t, method=method), spread, np.array(1.0), dtype)
+    assert np.all(np.isfinite(g)), g
+    np.testing.assert_allclose(g, [0.0, 1.0, 0.0, 0.0], atol=1e-6)

@@ -242,7 +242,16 @@ def soft_max(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
         # exactly; value + (pinned - value) could round past the bound.)
         sg = p.backend.stop_gradient
         pinned = xp.minimum(xp.maximum(value, xp.min(x_safe, axis=-1)), row_max)
-        value = sg(pinned) + (value - sg(value))
+        # The gradient w + sum_i x_i dw_i/dx, taken as w + sum_i (x_i - v)
+        # dw_i/dx (the same, as sum_i dw_i = 0) with v the value held
+        # constant: x_i times the rounding of sum_i dw_i, huge next to the
+        # dtype's maximum (a constant row at 1e308 gave 5e291 instead of
+        # 1 / n), is gone.  Halved so that x_i - v cannot overflow (by 2, not
+        # max|x|: XLA flushes the subnormal 1 / max|x| to 0), and entries of
+        # weight 0 drop out first.
+        offset = xp.where(weights > 0, x_finite / 2 - sg(pinned)[..., None] / 2, 0.0)
+        tangent = 2 * xp.sum(weights * offset, axis=-1)
+        value = sg(pinned) + (tangent - sg(tangent))
     if hard:
         value = straight_through(p.backend, row_max, value)
     value = xp.where(all_masked[..., 0], -xp.inf, value)

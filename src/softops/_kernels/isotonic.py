@@ -43,7 +43,8 @@ Two implementations with one contract:
 * ``forward_numpy`` / ``backward_numpy``: a numba kernel (``@njit(cache=True,
   nogil=True)`` over a range of rows, which ``softops._kernels._threads``
   spreads over its non-spinning pool for large calls; O(n) per row after the
-  O(n) to O(n log n) row sort), compiled lazily on first use; without numba they fall back to the twin (sorting with numpy);
+  O(n) to O(n log n) row sort), compiled lazily on first use; without
+  numba they fall back to the twin (sorting with numpy);
 * ``forward_twin`` / ``backward_twin``: the same maps on sorted rows in pure
   Array API operations (O(n^2 log n) work, O(n^2) memory per row: the min-max
   formula ``v_i = min_{j <= i} max_{k >= i} f([j, k])`` with log-step scans;
@@ -75,7 +76,7 @@ _UNSORT = {None: 0, "z": 1, "w": 2}
 def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, start, order,
                       row_lo, row_hi, floats, keys, ints, count):
     n = out.shape[1]
-    # Scratch per chunk of rows (see _Scratch): the sorted z and w of the
+    # Scratch of the thread running rows row_lo..row_hi (see _Scratch): the sorted z and w of the
     # current row; a stack of blocks (block b starts at first[b] and has
     # the sums sz[b], sw[b] (l2: of z and w; kl: LSE of c z and of w) and
     # the value f_B = value[b]); the row sort's keys and indices.  Since
@@ -127,19 +128,19 @@ def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, star
                     sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
                     value[top - 1] = sz[top - 1] - sw[top - 1]
                 else:
-                    sz[top - 1] += sz[top]
-                    sw[top - 1] += sw[top]
-                    value[top - 1] = (c * sz[top - 1] - sw[top - 1]) / (i + 1 - start[r, top - 1])
+                    # l2 keeps block means, merged as a convex combination:
+                    # sums of values near the float maximum would overflow.
+                    fa = (start[r, top] - start[r, top - 1]) / (i + 1 - start[r, top - 1])
+                    fb = 1.0 - fa
+                    sz[top - 1] = fa * sz[top - 1] + fb * sz[top]
+                    sw[top - 1] = fa * sw[top - 1] + fb * sw[top]
+                    value[top - 1] = c * sz[top - 1] - sw[top - 1]
                 top -= 1
         hi = last
         for b in range(top, -1, -1):
             lo = start[r, b]
-            if kl:
-                shift_z = sz[b]
-                shift_w = sw[b]
-            else:
-                shift_z = sz[b] / (hi - lo)
-                shift_w = sw[b] / (hi - lo)
+            shift_z = sz[b]  # kl: the block's LSE; l2: its mean
+            shift_w = sw[b]
             for i in range(lo, hi):
                 start[r, i] = lo
                 j = idx[i] if unsort == 1 else i
@@ -232,10 +233,9 @@ def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, 
                     total_c += zi * d
             else:
                 mean_g = block_g / (hi - lo)
-                mean_z = 0.0
+                mean_z = 0.0  # a sum of z / m: no overflow near the float maximum
                 for i in range(lo, hi):
-                    mean_z += np.float64(z[zr, order[r, i] if unsort == 1 else i])
-                mean_z /= hi - lo
+                    mean_z += np.float64(z[zr, order[r, i] if unsort == 1 else i]) / (hi - lo)
                 for i in range(lo, hi):
                     gi = np.float64(g[r, order[r, i] if unsort == 1 else i])
                     if need_gz:
