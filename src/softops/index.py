@@ -213,10 +213,13 @@ def _dense_from_taps(xp, tap_list, size, dtype, device):
 
 def _kernel_distance(xp, d, kernel):
     """The kernel's distance measure: ``d^2`` (gaussian) or ``|d|`` (laplace).
-    ``|d|`` is written ``d sign(d)`` so that its derivative at a sample
+    ``|d|`` is written with ``where`` so that its derivative at a sample
     (``d = 0``, Laplace's kink) is 0, the mean of the two sides, in every
-    framework (``jax.grad(jnp.abs)(0.)`` is 1, PyTorch's is 0)."""
-    return d * d if kernel == "gaussian" else d * xp.sign(d)
+    framework (``jax.grad(jnp.abs)(0.)`` is 1, PyTorch's is 0; and
+    array-api-compat's ``sign`` for torch cannot be vmapped)."""
+    if kernel == "gaussian":
+        return d * d
+    return xp.where(d < 0, -d, xp.where(d > 0, d, 0.0 * d))
 
 
 def _kernel_logits(xp, d, bandwidth, kernel, ref=0.0):
