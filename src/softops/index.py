@@ -275,6 +275,10 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
     xp = backend.xp
     device = backend.device(x)
     j = xp.astype(xp.arange(size, device=device), x.dtype)
+    # Narrow kernels take the lattice softmax below (zeros padding); known
+    # here for a Python-number bandwidth, else chosen per element.
+    cut = 0.5 if kernel == "gaussian" else 0.1
+    narrow_only = (bandwidth < cut) if isinstance(bandwidth, float) else None
     if isinstance(bandwidth, float):
         bandwidth = xp.asarray(bandwidth, dtype=x.dtype, device=device)
     x = x[..., None]
@@ -286,20 +290,27 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
         t = x - base
         # Both measured from the nearest integer, which the lattice sum holds.
         ref = backend.stop_gradient(_kernel_distance(xp, xp.minimum(t, 1 - t), kernel))
-        wide = xp.exp(_floor_logits(xp, _kernel_logits(xp, x - j, bandwidth, kernel, ref) - _log_lattice_sum(
-            backend, t[..., 0], bandwidth, kernel, ref[..., 0])[..., None], x.dtype))
+
+        def wide():
+            return xp.exp(_floor_logits(xp, _kernel_logits(xp, x - j, bandwidth, kernel, ref) - _log_lattice_sum(
+                backend, t[..., 0], bandwidth, kernel, ref[..., 0])[..., None], x.dtype))
+
         # Narrow kernels: a softmax over the integers base - 8 ... base + 9 (the
         # rest weigh below e^-80), of which those in [0, size) are read; one
         # normalised expression, so that its derivative stays 0 where a weight
         # is 1 however narrow the kernel (the two parts of ``wide`` would meet
         # as inf - inf there).
-        offsets = xp.astype(xp.arange(-8, 10, device=device), x.dtype)
-        lattice = _floor_logits(xp, _kernel_logits(xp, t - offsets, bandwidth, kernel, ref), x.dtype)
-        p = xp.exp(lattice)
-        p = p / xp.sum(p, axis=-1, keepdims=True)
-        at = (base + offsets)[..., :, None] == j  # (..., 18, size)
-        narrow = xp.sum(xp.where(at, p[..., :, None], 0.0), axis=-2)
-        return xp.where(bandwidth < (0.5 if kernel == "gaussian" else 0.1), narrow, wide)
+        def narrow():
+            offsets = xp.astype(xp.arange(-8, 10, device=device), x.dtype)
+            lattice = _floor_logits(xp, _kernel_logits(xp, t - offsets, bandwidth, kernel, ref), x.dtype)
+            p = xp.exp(lattice)
+            p = p / xp.sum(p, axis=-1, keepdims=True)
+            at = (base + offsets)[..., :, None] == j  # (..., 18, size)
+            return xp.sum(xp.where(at, p[..., :, None], 0.0), axis=-2)
+
+        if narrow_only is not None:
+            return narrow() if narrow_only else wide()
+        return xp.where(bandwidth < cut, narrow(), wide())
     ends = None  # the reflect images that do not exist (the end samples appear once a period)
     if padding == "clamp":
         # Clamped with where, not clip: at an end sample exactly (x = 0 or n - 1,
