@@ -1,4 +1,4 @@
-"""temperature=softops.Relative(tau): scale-aware temperatures for the sorting family."""
+"""Temperatures: softops.Relative(tau) (scale-aware) in every family, and one temperature per row."""
 
 from __future__ import annotations
 
@@ -114,3 +114,90 @@ def test_relative_on_extreme_magnitudes(backend, scale, dtype):
         ref = backend.to_numpy(softops.soft_sort(backend.asarray(base, dtype), temperature=softops.Relative(0.5)))
         assert np.all(np.isfinite(srt))
         np.testing.assert_allclose(srt / s, ref, rtol=1e-3, atol=1e-3)
+
+
+# --- one temperature per row, and Relative(tau), in every family --------------------
+
+KL = softops.Permutahedron(regularization="kl")
+_SORT = (("l2", "permutahedron"), ("kl", KL), ("lapsum", "lapsum"))
+# name -> f(x, t, axis); every output keeps the batch axes in x's order.
+_ROW_OPS = {
+    **{f"argmax_weights-{m}": (lambda x, t, a, m=m: softops.argmax_weights(x, a, temperature=t, method=m))
+       for m in ("softmax", "sparsemax", "entmax15")},
+    "soft_argmax-softmax": lambda x, t, a: softops.soft_argmax(x, a, temperature=t),
+    "soft_argmin-sparsemax": lambda x, t, a: softops.soft_argmin(x, a, temperature=t, method="sparsemax"),
+    **{f"soft_max-{m}": (lambda x, t, a, m=m: softops.soft_max(x, a, temperature=t, method=m))
+       for m in ("softmax", "entmax15", "logsumexp")},
+    "soft_min-softmax": lambda x, t, a: softops.soft_min(x, a, temperature=t),
+    **{f"soft_rank-{label}": (lambda x, t, a, m=m: softops.soft_rank(x, a, temperature=t, method=m))
+       for label, m in _SORT},
+    **{f"soft_sort-{label}": (lambda x, t, a, m=m: softops.soft_sort(x, a, temperature=t, method=m))
+       for label, m in _SORT},
+    **{f"soft_topk-{label}": (lambda x, t, a, m=m: softops.soft_topk(x, 2, a, temperature=t, method=m))
+       for label, m in _SORT},
+    **{f"soft_median-{label}": (lambda x, t, a, m=m: softops.soft_median(x, a, temperature=t, method=m))
+       for label, m in _SORT},
+    **{f"soft_topk_mask-{label}": (lambda x, t, a, m=m: softops.soft_topk_mask(x, 2, a, temperature=t, method=m))
+       for label, m in _SORT[::2]},
+}
+
+
+@pytest.mark.parametrize("op", list(_ROW_OPS))
+def test_one_temperature_per_row(backend, rng, op):
+    """A temperature array with one value per row (batch-shaped, or with x's
+    dimensions and size 1 on the axis) is the same as calling each row with
+    its own number, also along axis 0 (the batch is then the other axis); a
+    (1,) array is one temperature for every row."""
+    f = _ROW_OPS[op]
+    x = rng.normal(size=(3, 6)) * 2
+    t = np.array([0.3, 1.0, 4.0])
+    want = np.stack([backend.to_numpy(f(backend.asarray(x[i]), float(t[i]), -1)) for i in range(3)])
+    for shaped in (t, t[:, None]):
+        got = backend.to_numpy(f(backend.asarray(x), backend.asarray(shaped), -1))
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    for shaped in (t, t[None, :]):
+        got = backend.to_numpy(f(backend.asarray(x.T.copy()), backend.asarray(shaped), 0))
+        np.testing.assert_allclose(got, want.T if got.ndim == 2 else want, rtol=1e-9, atol=1e-12)
+    one = backend.to_numpy(f(backend.asarray(x), backend.asarray(t[1:2]), -1))
+    np.testing.assert_allclose(one, backend.to_numpy(f(backend.asarray(x), 1.0, -1)), rtol=1e-12, atol=1e-14)
+
+
+def test_temperature_shapes_are_checked(backend):
+    x = backend.asarray(np.zeros((3, 4)))
+    for bad in (np.ones(4), np.ones((3, 4)), np.ones((2, 3, 1))):
+        with pytest.raises(ValueError, match="batch shape|size 1"):
+            softops.soft_rank(x, temperature=backend.asarray(bad))
+        with pytest.raises(ValueError, match="batch shape|size 1"):
+            softops.soft_argmax(x, temperature=backend.asarray(bad))
+    with pytest.raises(ValueError, match="> 0"):
+        softops.soft_max(x, temperature=backend.asarray([1.0, -1.0, 2.0]))
+    with pytest.raises(ValueError, match="must broadcast to index"):
+        softops.soft_index(backend.asarray([0.5, 1.5]), 4, kernel="gaussian", bandwidth=backend.asarray([1.0, 2, 3]))
+
+
+@pytest.mark.parametrize("op", ["argmax_weights", "soft_argmax", "soft_max", "soft_min"])
+def test_relative_in_the_select_family(backend, rng, op):
+    """Relative(tau) for the select family: T = tau * spacing(x) per row over the
+    finite entries (-inf masked), so the result is invariant to shifting and
+    scaling x (equivariant for soft_max / soft_min, which return values)."""
+    f = getattr(softops, op)
+    x = rng.normal(size=(3, 9))
+    x[1, 4] = -np.inf if op != "soft_min" else np.inf
+    finite = np.where(np.isfinite(x), x, np.nan)
+    spacing_rows = np.sqrt(12) * np.nanstd(finite, axis=-1) / np.isfinite(x).sum(-1)
+    for tau in (0.2, 1.0, 5.0):
+        got = backend.to_numpy(f(backend.asarray(x), temperature=Relative(tau)))
+        want = backend.to_numpy(f(backend.asarray(x), temperature=backend.asarray(tau * spacing_rows)))
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        for a, b in ((1e-3, 4.0), (250.0, -3.0)):
+            moved = backend.to_numpy(f(backend.asarray(a * x + b), temperature=Relative(tau)))
+            expect = a * got + b if op in ("soft_max", "soft_min") else got
+            np.testing.assert_allclose(moved, expect, rtol=1e-9, atol=1e-9 * abs(b))
+
+
+def test_relative_bandwidth_is_grid_spacings(backend):
+    """soft_index's Relative(tau) bandwidth is tau grid spacings (the spacing is one index unit)."""
+    i = backend.asarray([0.3, 2.6])
+    for kernel in ("gaussian", "laplace"):
+        got = backend.to_numpy(softops.soft_index(i, 5, kernel=kernel, bandwidth=Relative(0.7)))
+        np.testing.assert_array_equal(got, backend.to_numpy(softops.soft_index(i, 5, kernel=kernel, bandwidth=0.7)))

@@ -111,7 +111,22 @@ for _name, _m in SORT_METHODS.items():
     case(f"soft_quantile-list-q-{_name}")(
         lambda h, m=_m: lambda x: softops.soft_quantile(x, [0.2, 0.9], temperature=0.6, method=m))
     case(f"soft_median-{_name}")(lambda h, m=_m: lambda x: softops.soft_median(x, temperature=0.6, method=m))
+    # One temperature per row (shape (2,)), differentiated.
+    case(f"soft_rank-row-temperature-{_name}", np.array([0.9, 0.4]))(
+        lambda h, m=_m: _given(_const(h, _x(3)), lambda a, t: softops.soft_rank(a, temperature=t, method=m)))
+    case(f"soft_sort-row-temperature-{_name}", np.array([0.7, 1.3]))(
+        lambda h, m=_m: _given(_const(h, _x(3)), lambda a, t: softops.soft_sort(a, temperature=t, method=m)))
+for _m in ("softmax", "entmax15"):
+    case(f"argmax_weights-row-temperature-{_m}", np.array([[0.7], [1.6]]))(  # keepdims form
+        lambda h, m=_m: _given(_const(h, _x(3)), lambda a, t: softops.argmax_weights(a, temperature=t, method=m)))
+case("soft_max-row-temperature-logsumexp", np.array([0.7, 1.6]))(
+    lambda h: _given(_const(h, _x(3)), lambda a, t: softops.soft_max(a, temperature=t, method="logsumexp")))
+case("soft_index-gaussian-bandwidth", np.array([0.8, 0.5, 1.7, 0.9, 1.1]))(
+    lambda h: _given(_const(h, _IDX), lambda i, b: softops.soft_index(i, 7, kernel="gaussian", bandwidth=b)))
 for _name in ("l2", "lapsum"):
+    case(f"soft_topk_mask-row-temperature-{_name}", np.array([0.8, 1.5]))(
+        lambda h, m=SORT_METHODS[_name]: _given(
+            _const(h, _x(4)), lambda a, t: softops.soft_topk_mask(a, 2, temperature=t, method=m)))
     case(f"soft_topk_mask-{_name}")(
         lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_topk_mask(x, 2, temperature=0.8, method=m))
     case(f"soft_topk_mask-k-{_name}", np.array(2.4))(

@@ -2,7 +2,9 @@
 
 ``prepare(x, axis, temperature)`` validates the arguments, finds the backend,
 upcasts half precision to float32 for the computation, and moves the requested
-axes last (flattened), so that methods only ever see ``(*batch, n)``.
+axes last (flattened), so that methods only ever see ``(*batch, n)``; a
+temperature array comes in the same row layout, ``(*batch, 1)``
+(``softops._validate.temperature_rows``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from softops._axis import AxisLayout, flatten_axes
 from softops._backend import Backend
-from softops._validate import check_float_array, check_temperature, normalize_axes
+from softops._validate import check_float_array, check_temperature, normalize_axes, temperature_rows
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,13 @@ class Prepared:
     x: Any  # (*batch, n), in the compute dtype
     layout: AxisLayout
     dtype: Any  # the caller's dtype, restored on output
-    temperature: Any  # Python float or 0-d array in the compute dtype, >= tiny
+    temperature: Any  # Python float, 0-d or (*batch, 1) array in the compute dtype, >= tiny
+
+    @property
+    def row_temperature(self):
+        """The temperature against a reduction over the rows (shape ``batch``)."""
+        t = self.temperature
+        return t[..., 0] if getattr(t, "ndim", 0) else t
 
     @property
     def xp(self):
@@ -37,10 +45,16 @@ def compute_dtype(xp, dtype):
     return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
 
 
-def prepare(x, axis, temperature, *, name: str = "x") -> Prepared:
+def prepare(x, axis, temperature, *, name: str = "x", relative=None) -> Prepared:
+    """``relative(p, tau)`` turns ``temperature=Relative(tau)`` into the
+    family's temperature for the prepared rows ``p`` (without it, Relative is
+    refused)."""
     backend = check_float_array(x, name)
     xp = backend.xp
-    temperature = check_temperature(temperature, backend)
+    temperature = check_temperature(temperature, backend, relative=relative is not None)
+    tau = None
+    if type(temperature).__name__ == "Relative":
+        tau, temperature = temperature.tau, 1.0
     axes = normalize_axes(axis, x.ndim)
     empty = [a for a in axes if x.shape[a] == 0]
     if empty:
@@ -57,5 +71,9 @@ def prepare(x, axis, temperature, *, name: str = "x") -> Prepared:
     if isinstance(temperature, float):
         temperature = max(temperature, tiny)
     else:
-        temperature = xp.clip(xp.astype(temperature, dtype), min=tiny)
-    return Prepared(backend, flat, layout, caller_dtype, temperature)
+        temperature = temperature_rows(xp, xp.clip(xp.astype(temperature, dtype), min=tiny), layout)
+    p = Prepared(backend, flat, layout, caller_dtype, temperature)
+    if tau is not None:
+        t = relative(p, tau)
+        p = Prepared(backend, flat, layout, caller_dtype, xp.clip(t, min=tiny, max=float(xp.finfo(dtype).max)))
+    return p

@@ -71,22 +71,27 @@ def concrete_scalar(value) -> float | None:
     return None if values is None else float(values)
 
 
-def check_temperature(temperature, backend: Backend, name: str = "temperature"):
-    """Return the temperature, a positive finite Python float or 0-d array of the
-    input's framework (so that it can be learned)."""
+def check_temperature(temperature, backend: Backend, name: str = "temperature", *, relative: bool = True):
+    """Return the temperature: a positive finite Python float, ``Relative(tau)``
+    (where ``relative``), or an array of the input's framework (0-d, or one
+    value per row: see ``temperature_rows``), so that it can be learned.  The
+    values of an array are checked where reading them costs no device sync."""
     if type(temperature).__name__ == "Relative":
-        raise TypeError(
-            f"{name}=Relative(tau) is for the sorting family (soft_sort, soft_rank, soft_topk, "
-            "soft_topk_mask, soft_quantile), which measures softness in gaps of the data; here "
-            "the temperature is a positive number in units of x"
-        )
+        if relative:
+            return temperature
+        raise TypeError(f"{name} must be a positive number here, not Relative(tau)")
     if isinstance(temperature, bool) or not (
         isinstance(temperature, numbers.Real) or hasattr(temperature, "shape")
     ):
-        raise TypeError(f"{name} must be a positive real number, got {temperature!r}")
+        raise TypeError(
+            f"{name} must be a positive real number, an array of them or softops.Relative(tau), "
+            f"got {temperature!r}"
+        )
     if isinstance(temperature, numbers.Real):  # Python and NumPy scalars
         temperature = float(temperature)
-        value = temperature
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"{name} must be finite and > 0, got {temperature}")
+        return temperature
     else:
         try:
             same_framework = backend_of(temperature) is backend
@@ -94,17 +99,54 @@ def check_temperature(temperature, backend: Backend, name: str = "temperature"):
             same_framework = False
         if not same_framework:
             raise TypeError(
-                f"{name} must be a Python number or a 0-d array of the same framework "
+                f"{name} must be a Python number or an array of the same framework "
                 f"as x ({backend.name}), got {type(temperature).__name__}"
             )
-        if tuple(temperature.shape) != ():
-            raise ValueError(
-                f"{name} must be a scalar (0-d array), got shape {tuple(temperature.shape)}"
-            )
-        value = concrete_scalar(temperature)
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+        if not backend.xp.isdtype(temperature.dtype, "real floating"):
+            raise TypeError(f"{name} must be a floating array, got dtype {temperature.dtype}")
+        values = concrete_values(temperature)
+    if values is not None:
+        import numpy as np
+
+        values = np.asarray(values)
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            raise ValueError(f"{name} must be finite and > 0, got {values[bad].flat[0]}")
     return temperature
+
+
+def temperature_rows(xp, temperature, layout, name: str = "temperature"):
+    """A temperature array in the row layout ``(*batch, 1)`` of ``layout`` (the
+    caller's ``x`` with the operated-on axes moved last and flattened); a 0-d
+    array stays 0-d.  Two forms are accepted: an array that broadcasts to the
+    batch shape (``x``'s shape without the axes, e.g. ``(B,)`` for ``x`` of shape
+    ``(B, n)``), or one with ``x``'s number of dimensions and size 1 on the axes
+    (``keepdims`` form, e.g. ``(B, 1)``)."""
+    shape = tuple(temperature.shape)
+    if not shape:
+        return temperature
+    batch = layout.batch_shape
+    ndim = len(batch) + len(layout.axes)
+    if len(shape) == ndim:
+        if any(shape[a] != 1 for a in layout.axes):
+            raise ValueError(
+                f"{name} of shape {shape} has x's number of dimensions, so it must have size 1 on "
+                f"the operated-on axes {layout.axes} (x's shape is {layout.shape})"
+            )
+        kept = tuple(i for i in range(ndim) if i not in layout.axes)
+        temperature = xp.reshape(temperature, tuple(shape[i] for i in kept))
+        shape = tuple(temperature.shape)
+    ok = len(shape) <= len(batch) and all(
+        s in (1, b) for s, b in zip(shape[::-1], batch[::-1])
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} of shape {shape} must broadcast to the batch shape {batch} (x's shape "
+            f"{layout.shape} without the axes {layout.axes}), or have x's number of "
+            "dimensions with size 1 on those axes"
+        )
+    temperature = xp.broadcast_to(temperature, batch)
+    return xp.reshape(temperature, batch + (1,))
 
 
 def check_flag(value, name: str) -> bool:

@@ -261,7 +261,8 @@ def _log_lattice_sum(backend, t, bandwidth, kernel, ref):
     # summation sqrt(2 pi) b (1 + 2 sum_k e^{-2 pi^2 b^2 k^2} cos(2 pi k t)) for wide
     # ones (each truncation error < 1e-30 on its side of b = 1/2).
     offsets = xp.astype(xp.arange(-8, 10, device=backend.device(t)), t.dtype)
-    direct = _logsumexp(backend, _kernel_logits(xp, t[..., None] - offsets, bandwidth, kernel, ref[..., None]))
+    column = bandwidth[..., None] if bandwidth.ndim else bandwidth
+    direct = _logsumexp(backend, _kernel_logits(xp, t[..., None] - offsets, column, kernel, ref[..., None]))
     series = xp.ones_like(t)
     for k in range(1, 5):
         series = series + 2 * xp.exp(-2 * math.pi**2 * (bandwidth * k) ** 2) * xp.cos(2 * math.pi * k * t)
@@ -292,8 +293,9 @@ def _smooth_kernel_weights(backend, x, size, kernel, bandwidth, padding):
         ref = backend.stop_gradient(_kernel_distance(xp, xp.minimum(t, 1 - t), kernel))
 
         def wide():
+            row_bandwidth = bandwidth[..., 0] if bandwidth.ndim else bandwidth
             return xp.exp(_floor_logits(xp, _kernel_logits(xp, x - j, bandwidth, kernel, ref) - _log_lattice_sum(
-                backend, t[..., 0], bandwidth, kernel, ref[..., 0])[..., None], x.dtype))
+                backend, t[..., 0], row_bandwidth, kernel, ref[..., 0])[..., None], x.dtype))
 
         # Narrow kernels: a softmax over the integers base - 8 ... base + 9 (the
         # rest weigh below e^-80), of which those in [0, size) are read; one
@@ -354,7 +356,9 @@ def soft_index(index, size, *, kernel="linear", bandwidth=1.0, padding="clamp"):
     Returns ``w`` of shape ``index.shape + (size,)`` with ``sum_j w[..., j] a[j]``
     the read of a length-``size`` array ``a`` at ``index`` (``soft_take``); the
     weights are differentiable in ``index``.  Kernels, with ``x`` the index and
-    ``b`` the ``bandwidth`` (in index units, > 0; used by the smooth kernels only):
+    ``b`` the ``bandwidth`` (in index units, > 0; used by the smooth kernels
+    only; a number, an array broadcastable to ``index`` (one per read), or
+    ``softops.Relative(tau)``, ``tau`` grid spacings, which is ``tau`` index units):
 
     * ``"linear"``: ``1 - t`` at ``floor(x)`` and ``t`` at ``floor(x) + 1``, with
       ``t = x - floor(x)``: ``soft_take(a, soft_index(x)) == lookup(a, x)``.
@@ -396,7 +400,14 @@ def soft_index(index, size, *, kernel="linear", bandwidth=1.0, padding="clamp"):
         ) from None
     _check_index(backend, index, "index")
     bandwidth = check_temperature(bandwidth, backend, "bandwidth")
+    if type(bandwidth).__name__ == "Relative":
+        bandwidth = float(bandwidth.tau)  # tau grid spacings: the spacing is 1 index unit
     xp = backend.xp
+    if not isinstance(bandwidth, float) and bandwidth.ndim:
+        shape, want = tuple(bandwidth.shape), tuple(index.shape)
+        if len(shape) > len(want) or not all(s in (1, w) for s, w in zip(shape[::-1], want[::-1])):
+            raise ValueError(f"bandwidth of shape {shape} must broadcast to index's shape {want}")
+        bandwidth = xp.broadcast_to(bandwidth, want)[..., None]
     if xp.isdtype(index.dtype, "integral"):
         dtype = caller = xp.asarray(0.0).dtype  # the default floating dtype
     else:

@@ -16,6 +16,15 @@ maximum get weight exactly 0.  As the temperature goes to 0 every method returns
 the exact operation, with ties sharing the weight equally (so the soft argmax of
 a tie is the mean of the tied indices).
 
+The temperature is a positive number, an array with one per row (shaped like
+the batch, ``x``'s shape without ``axis``, or broadcastable to it; or with
+``x``'s dimensions and size 1 along ``axis``), or ``softops.Relative(tau)``:
+``tau`` typical neighbour gaps of the row, ``T = tau * sqrt(12) std(x) / n``
+over its finite entries (``softops.temperature``; held constant for autodiff).
+So ``Relative(1)`` gives two entries one typical gap apart the softmax weight
+ratio ``e``, whatever the scale of ``x``, and scaling or shifting ``x`` leaves
+the weights unchanged.
+
 Numerical safety: the maximum is subtracted before dividing, half precision is
 computed in float32, entries equal to ``-inf`` are masked out (weight 0), and a row
 that is entirely ``-inf`` is read as a row of ties.
@@ -29,6 +38,7 @@ from softops._shared import as_float_array, straight_through
 from softops._prepare import Prepared, prepare
 from softops._validate import check_choice, check_float_array, check_flag
 from softops.methods.simplex import SIMPLEX_MAPS, softmax
+from softops.temperature import data_spacing
 
 __all__ = [
     "argmax_weights",
@@ -40,6 +50,11 @@ __all__ = [
 
 WEIGHT_METHODS = ("softmax", "sparsemax", "entmax15", "gumbel")
 MAX_METHODS = ("softmax", "sparsemax", "entmax15", "logsumexp")
+
+
+def _relative(p: Prepared, tau: float):
+    """``Relative(tau)`` for the select family: ``tau`` typical neighbour gaps."""
+    return tau * data_spacing(p.backend, p.x)
 
 
 def _shifted_scores(p: Prepared):
@@ -119,7 +134,7 @@ def argmax_weights(x, axis=-1, *, temperature=1.0, method="softmax", hard=False,
     """
     x = as_float_array(x)
     _check_common(method, WEIGHT_METHODS, hard)
-    p = prepare(x, axis, temperature)
+    p = prepare(x, axis, temperature, relative=_relative)
     weights, one_hot = _relaxed_one_hot(p, method, key)
     if hard:
         weights = straight_through(p.backend, one_hot, weights)
@@ -172,7 +187,7 @@ def soft_argmax(
     """
     x = as_float_array(x)
     _check_common(method, WEIGHT_METHODS, hard, keepdims)
-    p = prepare(x, axis, temperature)
+    p = prepare(x, axis, temperature, relative=_relative)
     xp = p.xp
     weights, one_hot = _relaxed_one_hot(p, method, key)
     table = _index_table(xp, p.layout.axis_sizes, weights.dtype, p.backend.device(weights))
@@ -226,13 +241,13 @@ def soft_max(x, axis=-1, *, temperature=1.0, method="softmax", hard=False, keepd
     """
     x = as_float_array(x)
     _check_common(method, MAX_METHODS, hard, keepdims)
-    p = prepare(x, axis, temperature)
+    p = prepare(x, axis, temperature, relative=_relative)
     xp = p.xp
     z, x_safe, all_masked = _shifted_scores(p)
     row_max = xp.max(x_safe, axis=-1)
     if method == "logsumexp":
         shift = p.backend.stop_gradient(row_max)
-        value = shift + p.temperature * xp.log(xp.sum(xp.exp(z), axis=-1))
+        value = shift + p.row_temperature * xp.log(xp.sum(xp.exp(z), axis=-1))
     else:
         weights = SIMPLEX_MAPS[method](p.backend, z)
         x_finite = xp.where(x_safe == -xp.inf, 0.0, x_safe)

@@ -2,7 +2,9 @@ r"""Differentiable sorting and ranking: ``soft_sort`` and ``soft_rank``.
 
 Both work along ``axis`` (an int or a tuple of axes, flattened jointly), return
 an array shaped like ``x`` and are differentiable with respect to ``x`` and to a
-``temperature`` given as a 0-d array.  The method is ``"permutahedron"``
+``temperature`` given as an array: 0-d, or one per row (broadcastable to the
+batch shape, ``x``'s shape without ``axis``, or with ``x``'s dimensions and
+size 1 along ``axis``).  The method is ``"permutahedron"``
 (Blondel et al. 2020; see ``softops.methods.permutahedron``), ``"lapsum"``
 (Struski et al. 2025; see ``softops.methods.lapsum``), or a config object
 (``softops.Permutahedron(regularization=...)``, ``softops.LapSum()``); the

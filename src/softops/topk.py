@@ -166,7 +166,8 @@ def soft_topk_mask(
     ``k`` is a real number in ``[0, n]`` (``k = 0``: all zeros, zero gradient) or a 0-d floating array (then the mask
     is differentiable in ``k``: ``dm / dk`` is the direction in which the sum
     grows, from the left at an integer ``k``); a fractional ``k`` gives the
-    capped simplex of sum ``k``.  ``temperature`` and ``k`` are scalars.  The
+    capped simplex of sum ``k``.  ``k`` is a scalar; ``temperature`` a scalar or one per row
+    (as for ``soft_rank``).  The
     permutahedron supports ``regularization="l2"`` only here; a method with its
     own ``topk_mask_rows`` (e.g. LapSum) uses that.  ``hard=True`` returns the
     exact 0/1 mask (ties: the first by position; a fractional ``k`` puts
