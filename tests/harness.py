@@ -176,3 +176,22 @@ def finite_difference_vjp(f, x: np.ndarray, cotangent: np.ndarray, step=1e-6) ->
         down[i] -= step
         grad[i] = np.sum((np.asarray(f(up)) - np.asarray(f(down))) * cotangent) / (2 * step)
     return grad
+
+
+def sort_configs():
+    """Every registered sort method (``softops.sort.SORT_METHODS``) by a short
+    name, plus the permutahedron's kl regulariser: the tables that the sorting
+    family's harnesses parametrise over, so a new method joins every one."""
+    import softops
+
+    configs = {"l2": "permutahedron", "kl": softops.Permutahedron(regularization="kl")}
+    configs.update({name: name for name in softops.sort.SORT_METHODS if name != "permutahedron"})
+    return configs
+
+
+SORT_CONFIGS = sort_configs()
+# Those with a top-k mask (all but kl) and those with a soft permutation matrix.
+MASK_METHODS = [name for name in SORT_CONFIGS if name != "kl"]
+MATRIX_METHODS = [name for name, m in SORT_CONFIGS.items()
+                  if hasattr(m if not isinstance(m, str) else __import__("softops").sort.SORT_METHODS[m],
+                             "permutation_rows")]

@@ -8,9 +8,11 @@ import pytest
 import softops
 
 INF = np.inf
+from harness import MASK_METHODS, SORT_CONFIGS
+
 KL = softops.Permutahedron(regularization="kl")
 # Every sort method; kl's ranks are the exception documented in soft_rank.
-METHODS = {"l2": "permutahedron", "kl": KL, "lapsum": "lapsum"}
+METHODS = SORT_CONFIGS
 
 
 def _row_with_infinities(rng, n_finite=5, m_low=2, m_high=1):
@@ -54,7 +56,7 @@ def test_infinities_are_exact_extremes(backend, rng, method, descending):
     np.testing.assert_allclose(s, np.concatenate([ends, sf, tail]), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("method", ["l2", "lapsum"])
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_topk_mask_never_selects_minus_inf(backend, rng, method):
     x, finite, _ = _row_with_infinities(rng, m_high=0)
     got = backend.to_numpy(softops.soft_topk_mask(backend.asarray(x), 2, temperature=0.5, method=METHODS[method]))
@@ -273,7 +275,7 @@ def test_mask_accepts_lists_and_rejects_bad_masks(backend):
 # --- k = 0, messages, 0-d results (audit R20, R21)
 
 
-@pytest.mark.parametrize("method", ["l2", "lapsum"])
+@pytest.mark.parametrize("method", MASK_METHODS)
 def test_k_zero_is_the_empty_selection(diff_backend, method):
     m = METHODS[method]
     x = np.random.default_rng(0).normal(size=(3, 5))

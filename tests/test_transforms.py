@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 import softops
-from harness import HARNESSES, NumpyHarness
+from harness import HARNESSES, MASK_METHODS, MATRIX_METHODS, SORT_CONFIGS, NumpyHarness
 
 NP = NumpyHarness()
 KL = softops.Permutahedron(regularization="kl")
-SORT_METHODS = {"l2": "permutahedron", "kl": KL, "lapsum": "lapsum"}
+SORT_METHODS = SORT_CONFIGS
 SHAPE = (2, 5)
 STEP = 1e-6
 RTOL = 1e-6
@@ -123,7 +123,7 @@ case("soft_max-row-temperature-logsumexp", np.array([0.7, 1.6]))(
     lambda h: _given(_const(h, _x(3)), lambda a, t: softops.soft_max(a, temperature=t, method="logsumexp")))
 case("soft_index-gaussian-bandwidth", np.array([0.8, 0.5, 1.7, 0.9, 1.1]))(
     lambda h: _given(_const(h, _IDX), lambda i, b: softops.soft_index(i, 7, kernel="gaussian", bandwidth=b)))
-for _name in ("l2", "lapsum"):
+for _name in MASK_METHODS:
     case(f"soft_topk_mask-row-temperature-{_name}", np.array([0.8, 1.5]))(
         lambda h, m=SORT_METHODS[_name]: _given(
             _const(h, _x(4)), lambda a, t: softops.soft_topk_mask(a, 2, temperature=t, method=m)))
@@ -143,7 +143,17 @@ for _name in ("l2", "lapsum"):
     case(f"soft_quantile-mask-{_name}")(
         lambda h, m=SORT_METHODS[_name]: lambda x: softops.soft_quantile(x, [0.3, 1.0], temperature=0.6, method=m,
                                                                          mask=_mask(h)))
-
+for _name in MATRIX_METHODS:
+    case(f"soft_permutation-{_name}")(
+        lambda h, m=_name: lambda x: softops.soft_permutation(x, temperature=0.7, method=m))
+    case(f"soft_permutation-desc-k-{_name}")(
+        lambda h, m=_name: lambda x: softops.soft_permutation(x, temperature=0.7, method=m, descending=True, k=2))
+    case(f"soft_sort_by-keys-{_name}")(
+        lambda h, m=_name: lambda x: softops.soft_sort_by(x, _const(h, np.arange(20.0).reshape(2, 5, 2) / 3),
+                                                          temperature=0.7, method=m))
+    case(f"soft_sort_by-values-{_name}", np.cos(np.arange(20.0)).reshape(2, 5, 2))(
+        lambda h, m=_name: _given(_const(h, _x(5)), lambda k, v: softops.soft_sort_by(k, v, temperature=0.7,
+                                                                                      method=m)))
 
 # --- references ------------------------------------------------------------------
 

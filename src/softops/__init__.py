@@ -7,9 +7,10 @@ framework, device and dtype come out, and the framework's own autodiff, ``jit``,
 The public names are those of each family module's ``__all__``.
 """
 
-from softops import index, select, sort, topk
+from softops import index, permutation, select, sort, topk
 from softops._kernels._threads import get_num_threads, set_num_threads
 from softops.index import *  # noqa: F403
+from softops.permutation import *  # noqa: F403
 from softops.select import *  # noqa: F403
 from softops.sort import *  # noqa: F403
 from softops.temperature import Relative
@@ -18,6 +19,7 @@ from softops.topk import *  # noqa: F403
 __version__ = "0.1.0"
 
 # The operations (every one is in tests/test_transforms.py's harness) and the settings.
-OPERATIONS = tuple(name for name in (*select.__all__, *index.__all__, *sort.__all__, *topk.__all__)
+OPERATIONS = tuple(name for name in (*select.__all__, *index.__all__, *sort.__all__, *topk.__all__,
+                                     *permutation.__all__)
                    if name[0].islower())
 __all__ = [*OPERATIONS, "Relative", "get_num_threads", "set_num_threads"]

@@ -45,17 +45,28 @@ from dataclasses import replace
 from softops._prepare import prepare
 from softops._validate import check_flag
 from softops.methods.lapsum import LapSum
+from softops.methods.neuralsort import NeuralSort
 from softops.methods.permutahedron import Permutahedron
+from softops.methods.softsort import SoftSort
 from softops._shared import as_float_array, mask_rows, straight_through
 from softops.temperature import Relative
 
-__all__ = ["LapSum", "Permutahedron", "soft_rank", "soft_sort"]
+__all__ = ["LapSum", "NeuralSort", "Permutahedron", "SoftSort", "soft_rank", "soft_sort"]
 
 # Each sort method is a small frozen config object with
-#   sort_rows(backend, x, temperature, descending) and
-#   rank_rows(backend, x, temperature, descending)
+#   sort_rows(backend, x, temperature, descending),
+#   rank_rows(backend, x, temperature, descending) and
+#   temperature_for(tau, spacing, op) (Relative(tau)),
+# optionally topk_mask_rows(backend, x, k, temperature, largest) and, for the
+# methods that build a soft permutation matrix (softops.methods._matrix),
+#   permutation_rows(backend, x, temperature, descending),
 # on rows of shape (*batch, n); a string names the method's default config.
-SORT_METHODS = {"permutahedron": Permutahedron, "lapsum": LapSum}
+SORT_METHODS = {
+    "permutahedron": Permutahedron,
+    "lapsum": LapSum,
+    "neuralsort": NeuralSort,
+    "softsort": SoftSort,
+}
 
 
 def resolve_method(method):

@@ -1,0 +1,164 @@
+r"""Sort methods that build a soft permutation matrix (NeuralSort, SoftSort, ...).
+
+A matrix method defines one function on rows ``x`` of shape ``(*batch, n)``,
+
+    ``present_matrix(backend, x, temperature, present) -> P``  (``(*batch, n, n)``),
+
+the soft permutation that sorts the ``present`` entries of each row ascending:
+row ``s < n_present`` of ``P`` is the (soft) one-hot of the entry at sorted
+position ``s``, supported on present columns only; rows ``s >= n_present``
+are 0.  ``x`` is finite where ``present`` (0 elsewhere); ``temperature`` is a
+float or an array of shape ``(*batch, 1)``.
+
+``MatrixMethod`` turns it into the whole sort-method interface
+(``softops.sort``), with the infinity contract exact for every such method:
+with ``m`` entries at ``-inf`` (after ``descending`` flips the sign) the first
+``m`` slots are exactly the ``-inf`` entries (each slot ``1 / m`` on each of
+them: tied infinities share their slots, so their ranks are their average
+slot), the next the method's matrix of the finite entries, then the ``+inf``
+ones.  From the full matrix ``P`` (``P @ x ~ sort(x)``):
+
+* ``sort_rows``: ``P @ x`` on the finite slots, the infinities exactly;
+* ``rank_rows``: ``r_j = sum_s (s + 1) P[s, j]`` (``P^T (1..n)``) of the
+  finite entries' matrix, plus the number of ``-inf`` entries (so that
+  ``soft_rank(x)[finite] = m + soft_rank(x[finite])`` although the columns of
+  a row-stochastic ``P`` need not sum to 1); tied infinities get their
+  average slot exactly;
+* ``topk_mask_rows``: ``m_j = sum_s w_s P[s, j]`` on the descending matrix,
+  ``w_s = clip(k - s, 0, 1)`` (the first ``k`` rows; sums to ``k``, and a
+  fractional ``k`` takes that fraction of row ``floor(k)``);
+* ``permutation_rows``: the full matrix itself (``soft_permutation``).
+
+Everything is array operations, so the framework's autodiff gives every
+transform and order directly.
+"""
+
+from __future__ import annotations
+
+from softops._backend import Backend
+
+
+class MatrixMethod:
+    """Mixin: the sort-method interface from ``present_matrix`` (see the module doc)."""
+
+    has_matrix = True
+
+    @staticmethod
+    def temperature_for(tau, spacing, op: str):
+        """``softops.Relative(tau)``: the temperature is a length in units of
+        ``x`` for every operation, ``T = tau * spacing``."""
+        return tau * spacing
+
+    def present_matrix(self, backend: Backend, x, temperature, present):  # pragma: no cover
+        raise NotImplementedError
+
+    # --- the sort-method interface (rows of shape (*batch, n)) --------------------
+
+    def permutation_rows(self, backend: Backend, x, temperature, descending: bool):
+        return _full_matrix(self, backend, x, temperature, descending)[0]
+
+    def sort_rows(self, backend: Backend, x, temperature, descending: bool):
+        xp = backend.xp
+        p, first, last, finite_x = _full_matrix(self, backend, x, temperature, descending)
+        values = xp.matmul(p, finite_x[..., None])[..., 0]
+        # The derivative taken around the value v_s (held constant), as in
+        # soft_max: sum_j P_sj x_j has the same derivatives of every order as
+        # v_s + sum_j P_sj (x_j - v_s) (rows sum to 1), whose terms stay
+        # finite next to the dtype's maximum (halved; weight-0 entries
+        # dropped), so a saturated row's gradient is exactly its weights.
+        sg = backend.stop_gradient
+        value = sg(values)
+        offset = xp.where(p > 0, finite_x[..., None, :] / 2 - value[..., :, None] / 2, 0.0)
+        tangent = 2 * xp.sum(p * offset, axis=-1)
+        values = value + (tangent - sg(tangent))
+        low, high = (xp.inf, -xp.inf) if descending else (-xp.inf, xp.inf)
+        return xp.where(first, low, xp.where(last, high, values))
+
+    def rank_rows(self, backend: Backend, x, temperature, descending: bool):
+        xp = backend.xp
+        y = -x if descending else x
+        low, high = y == -xp.inf, y == xp.inf
+        present = ~(low | high)
+        m = self.present_matrix(backend, xp.where(present, y, 0.0), temperature, present)
+        slots = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=backend.device(x))
+        m_low, m_present = _count(xp, low, x.dtype), _count(xp, present, x.dtype)
+        # Ranks among the present entries, after the m_low entries at -inf
+        # (the columns of a row-stochastic matrix need not sum to 1, so the
+        # full matrix's P^T (1..n) would shift them by m_low times that sum).
+        ranks = m_low + xp.matmul(slots[..., None, :], m)[..., 0, :]
+        tied_low = (m_low + 1.0) / 2.0
+        tied_high = m_low + m_present + (_count(xp, high, x.dtype) + 1.0) / 2.0
+        return xp.where(low, tied_low, xp.where(high, tied_high, ranks))
+
+    def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
+        xp = backend.xp
+        p = _full_matrix(self, backend, x, temperature, largest)[0]
+        slot = xp.arange(x.shape[-1], dtype=x.dtype, device=backend.device(x))
+        if not isinstance(k, (int, float)) and k.dtype != x.dtype:
+            k = xp.astype(k, x.dtype)
+        w = xp.clip(k - slot, 0.0, 1.0)
+        if getattr(k, "ndim", 0):
+            w = xp.broadcast_to(w, x.shape)
+        return xp.matmul(w[..., None, :], p)[..., 0, :]
+
+
+def _count(xp, flags, dtype):
+    return xp.sum(xp.astype(flags, dtype), axis=-1, keepdims=True)
+
+
+def _full_matrix(method, backend: Backend, x, temperature, descending: bool):
+    """``(P, first, last, finite_x)``: the full soft permutation of each row in
+    the operation's order, the slots that hold the leading / trailing
+    infinities (``(*batch, n)``), and ``x`` with its infinities at 0."""
+    xp = backend.xp
+    n = x.shape[-1]
+    y = -x if descending else x
+    low, high = y == -xp.inf, y == xp.inf
+    present = ~(low | high)  # NaN counts as present: its row turns NaN
+    finite_x = xp.where(present, x, 0.0)
+    m = method.present_matrix(backend, xp.where(present, y, 0.0), temperature, present)
+    m_low, m_present = _count(xp, low, x.dtype), _count(xp, present, x.dtype)
+    slot = xp.arange(n, dtype=x.dtype, device=backend.device(x))
+    first = slot < m_low
+    last = slot >= m_low + m_present
+    # The present entries' rows move down by m_low slots: P[s] = M[s - m_low].
+    source = xp.astype(xp.clip(slot - m_low, 0.0, n - 1.0), xp.int64)
+    shifted = xp.take_along_axis(m, xp.broadcast_to(source[..., None], m.shape), axis=-2)
+    p = xp.where((first | last)[..., None], 0.0, shifted)
+    m_high = _count(xp, high, x.dtype)
+    p = p + xp.where(first[..., :, None] & low[..., None, :], 1.0 / xp.where(m_low > 0, m_low, 1.0)[..., None], 0.0)
+    p = p + xp.where(last[..., :, None] & high[..., None, :], 1.0 / xp.where(m_high > 0, m_high, 1.0)[..., None], 0.0)
+    return p, first, last, finite_x
+
+
+def scaled_softmax(backend: Backend, u, temperature, present, scale):
+    """``softmax(u / T)`` over the last axis, restricted to ``present`` columns
+    (``(*batch, 1, n)``), for scores ``u = v * scale`` given as ``v`` and the
+    constant ``scale`` (``row_scale``): the maximum
+    is taken out before multiplying by ``scale / T`` (clamped to the dtype's
+    maximum), so that neither huge values nor tiny temperatures overflow; as
+    ``T -> 0`` the weights become the one-hot of the maximum, shared by ties."""
+    xp = backend.xp
+    info = xp.finfo(u.dtype)
+    u = xp.where(present, u, -xp.inf)
+    top = backend.stop_gradient(xp.max(xp.where(present, u, -info.max), axis=-1, keepdims=True))
+    if not isinstance(temperature, float) and temperature.ndim:
+        temperature = temperature[..., None]  # (*batch, 1) -> (*batch, 1, 1)
+    if isinstance(temperature, float):
+        ratio = min(scale / temperature, float(info.max))
+    else:
+        ratio = xp.clip(scale / temperature, max=float(info.max))
+    z = xp.where(present, (u - top) * ratio, -xp.inf)
+    e = xp.exp(z)
+    total = xp.sum(e, axis=-1, keepdims=True)
+    return e / xp.where(total > 0, total, 1.0)
+
+
+def row_scale(n: int) -> float:
+    """A power of two ``s >= 4 n`` to divide ``x`` by: sums of ``n`` distances
+    of ``x / s`` cannot overflow even at the dtype's maximum, and the division
+    is exact (but for subnormal results).  A constant, not a function of the
+    data: a data-dependent scale (held constant) made ``jax.jit(jax.hessian)``
+    of these matrices wrong by O(1) on XLA's CPU backend (jaxlib 0.10.2),
+    where the eager Hessian was right."""
+    return 2.0 ** (max(n - 1, 1).bit_length() + 2)
