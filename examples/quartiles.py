@@ -14,7 +14,13 @@ sum to k = N / 4 (the projection of C / T onto the capped simplex); T is in the
 units of C: items whose C is within about T of the quartile boundary are
 shared.  Gradient descent on the soft objective then lowers the *hard* one too.
 
-Run:  python examples/quartiles.py [--backend torch|jax] [--steps 60]
+``--select sort_by`` writes the selection as the question does, A indexed by
+C's order: ``softops.soft_sort_by(C, A, descending=True)[:k]`` are the soft
+top-quartile elements of A (each a weighted mean of the A whose C is near that
+position of the soft order; a differentiable sorting network by default), and
+``soft_sort_by(C, A)[:k]`` the bottom quartile.
+
+Run:  python examples/quartiles.py [--backend torch|jax] [--steps 60] [--select mask|sort_by]
 """
 
 from __future__ import annotations
@@ -39,9 +45,17 @@ def make_data():
     return A, B, theta0, theta_true
 
 
+SELECT = "mask"  # or "sort_by" (set by --select)
+
+
 def _objectives(xp, A, B, theta, k, temperature):
-    """(soft f, hard f) at theta; the hard one uses exact 0/1 quartile masks."""
+    """(soft f, C) at theta."""
     C = B @ (theta / xp.sqrt(xp.sum(theta**2)))
+    if SELECT == "sort_by":
+        # A[argsort(C)][-k:] and [:k], relaxed: A carried along C's soft order.
+        high = softops.soft_sort_by(C, A, descending=True, temperature=temperature, method="neuralsort")[:k]
+        low = softops.soft_sort_by(C, A, temperature=temperature, method="neuralsort")[:k]
+        return xp.mean(low) - xp.mean(high), C
     high = softops.soft_topk_mask(C, k, temperature=temperature)
     low = softops.soft_topk_mask(C, k, largest=False, temperature=temperature)
     soft = (xp.sum(low * A) - xp.sum(high * A)) / k
@@ -104,7 +118,10 @@ def main(argv=None, *, quiet=False):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["torch", "jax"], default="torch")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--select", choices=["mask", "sort_by"], default="mask")
     args = parser.parse_args(argv)
+    global SELECT
+    SELECT = args.select
     say = (lambda *a: None) if quiet else print
     every = max(1, args.steps // 6)
 
@@ -114,7 +131,7 @@ def main(argv=None, *, quiet=False):
             say(f"{step:5d}  {soft:+10.4f}  {hard:+10.4f}  {gnorm:10.4f}")
 
     say(f"seed 001: N={N}, M={M}, quartiles k={N // 4}, temperature={TEMPERATURE} (units of C), "
-        f"backend={args.backend}")
+        f"backend={args.backend}, select={args.select}")
     say(" step   soft f      hard f      |grad soft f|")
     run = run_torch if args.backend == "torch" else run_jax
     hard_grad, history = run(args.steps, report)

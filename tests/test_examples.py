@@ -18,10 +18,11 @@ def _load():
     return module
 
 
+@pytest.mark.parametrize("select", ["mask", "sort_by"])
 @pytest.mark.parametrize("name", ["torch", "jax"])
-def test_quartiles_example(name):
+def test_quartiles_example(name, select):
     pytest.importorskip(name)
-    hard_grad, history = _load().main(["--backend", name, "--steps", "12"], quiet=True)
+    hard_grad, history = _load().main(["--backend", name, "--steps", "12", "--select", select], quiet=True)
     # The argsort / top_k version has no gradient (torch) or a zero one (jax).
     assert hard_grad is None or not np.any(np.asarray(hard_grad))
     _, soft0, hard0, grad0 = history[0]

@@ -134,3 +134,92 @@ def test_hostile_values_stay_finite(diff_backend, method):
                 out = diff_backend.to_numpy(f(diff_backend.asarray(x, "float32")))
                 g = diff_backend.vjp(f, np.array(x), np.ones(len(x)), dtype="float32")
                 assert np.isfinite(out).all() and np.isfinite(g).all(), (x, t, op.__name__)
+
+
+# --- sorting networks -------------------------------------------------------------
+
+NETWORKS = [softops.SortingNetwork(network=net, sigmoid=sig)
+            for net in ("odd_even", "bitonic") for sig in ("logistic", "cauchy", "reciprocal", "optimal")]
+# diffsort's steepness s against softops' temperature, per sigmoid: diffsort
+# evaluates f(s (b - a)) with its own scaling of each sigmoid (its
+# functional.execute_sort), softops f((b - a) / T) in the paper's form.
+_DIFFSORT_T = {"logistic": lambda s: 1 / s, "cauchy": lambda s: np.pi / s,
+               "reciprocal": lambda s: 4 / s, "optimal": lambda s: 1 / s}
+
+
+@pytest.mark.parametrize("sigmoid", ["logistic", "cauchy", "reciprocal", "optimal"])
+def test_odd_even_network_matches_diffsort(sigmoid):
+    """Petersen et al.'s own implementation (diffsort), odd-even network: the
+    soft sort and the permutation matrix agree (skipped when it is absent)."""
+    diffsort = pytest.importorskip("diffsort")
+    import torch
+
+    x = torch.tensor(np.random.default_rng(3).normal(size=(4, 7)), dtype=torch.float32)
+    steepness = 3.0
+    sorter = diffsort.DiffSortNet("odd_even", 7, steepness=steepness, distribution=sigmoid)
+    want, want_p = sorter(x)
+    method = softops.SortingNetwork("odd_even", sigmoid)
+    t = float(_DIFFSORT_T[sigmoid](steepness))
+    got = softops.soft_sort(x.double(), temperature=t, method=method)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    p = softops.soft_permutation(x.double(), temperature=t, method=method)
+    # diffsort's X maps input lanes to output lanes: sorted = x @ X.
+    np.testing.assert_allclose(p.transpose(-1, -2).numpy(), want_p.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", NETWORKS, ids=lambda m: f"{m.network}-{m.sigmoid}")
+def test_networks_are_doubly_stochastic_and_exact_in_the_limit(backend, rng, method):
+    for n in (1, 2, 5, 8, 13):
+        x = rng.normal(size=(3, n))
+        p = backend.to_numpy(softops.soft_permutation(backend.asarray(x), temperature=0.7, method=method))
+        np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(p.sum(-2), 1.0, rtol=1e-12)
+        s = backend.to_numpy(softops.soft_sort(backend.asarray(x), temperature=0.7, method=method))
+        np.testing.assert_allclose(s, np.einsum("bsj,bj->bs", p, x), rtol=1e-10, atol=1e-12)
+        r = backend.to_numpy(softops.soft_rank(backend.asarray(x), temperature=0.7, method=method))
+        np.testing.assert_allclose(r, np.einsum("bsj,s->bj", p, np.arange(1.0, n + 1)), rtol=1e-10)
+        exact = backend.to_numpy(softops.soft_sort(backend.asarray(x), temperature=1e-12, method=method))
+        np.testing.assert_allclose(exact, np.sort(x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", [m for m in NETWORKS if m.sigmoid != "logistic"],
+                         ids=lambda m: f"{m.network}-{m.sigmoid}")
+def test_monotonic_sigmoids_give_a_monotonic_sort(diff_backend, rng, method):
+    """Petersen et al. 2022, Theorem 3: with the cauchy, reciprocal and optimal
+    sigmoids d sort / d x >= 0 elementwise (the Jacobian, row by row)."""
+    x = rng.normal(size=9)
+    for i in range(9):
+        e = np.zeros(9)
+        e[i] = 1.0
+        row = diff_backend.vjp(lambda a: softops.soft_sort(a, temperature=0.8, method=method), x, e)
+        assert row.min() >= -1e-12, (i, row)
+
+
+@pytest.mark.parametrize("method", NETWORKS[::3], ids=lambda m: f"{m.network}-{m.sigmoid}")
+def test_network_rows_with_infinities_and_masks_are_their_finite_rows(backend, rng, method):
+    """The finite entries run the network of their own count, so a row with
+    -inf / +inf entries (or masked ones) is the row of its finite entries."""
+    x = np.array([0.4, -np.inf, 1.9, -0.3, np.inf, -np.inf, 0.8])
+    f = x[np.isfinite(x)]
+    t = 0.6
+    s = backend.to_numpy(softops.soft_sort(backend.asarray(x), temperature=t, method=method))
+    sf = backend.to_numpy(softops.soft_sort(backend.asarray(f), temperature=t, method=method))
+    np.testing.assert_allclose(s, np.concatenate([[-np.inf] * 2, sf, [np.inf]]), rtol=1e-12)
+    r = backend.to_numpy(softops.soft_rank(backend.asarray(x), temperature=t, method=method))
+    rf = backend.to_numpy(softops.soft_rank(backend.asarray(f), temperature=t, method=method))
+    np.testing.assert_allclose(r[np.isfinite(x)], 2 + rf, rtol=1e-12)
+    np.testing.assert_allclose(r[~np.isfinite(x)], [1.5, 7.0, 1.5])
+
+
+def test_bitonic_network_at_n_8192_is_light():
+    """(8, 8192) float32 soft sort and rank, forward and backward, by the bitonic
+    network: finite, exact at a small temperature, and its autodiff graph
+    holds O(n log^2 n) values (91 layers), not dense per-layer matrices."""
+    torch = pytest.importorskip("torch")
+    x = torch.randn(8, 8192, requires_grad=True)
+    method = softops.SortingNetwork("bitonic", "cauchy")
+    s = softops.soft_sort(x, temperature=1e-6, method=method)
+    r = softops.soft_rank(x, temperature=1e-6, method=method)
+    (s.sum() + (r * torch.linspace(0, 1, 8192)).sum()).backward()
+    assert torch.isfinite(x.grad).all()
+    np.testing.assert_allclose(s.detach().numpy(), np.sort(x.detach().numpy(), axis=-1), rtol=1e-4, atol=1e-4)

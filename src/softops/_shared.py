@@ -8,8 +8,10 @@ def straight_through(backend, hard, soft):
     is 0).  Where ``soft`` is infinite (an entry at ``±inf``, a constant) the
     gradient is 0 rather than ``inf - inf``."""
     xp = backend.xp
-    delta = soft - backend.stop_gradient(soft)
-    return backend.stop_gradient(hard) + xp.where(xp.isinf(backend.stop_gradient(soft)), 0.0, delta)
+    constant = backend.stop_gradient(soft)
+    infinite = xp.isinf(constant)
+    delta = xp.where(infinite, 0.0, soft) - xp.where(infinite, 0.0, constant)  # never inf - inf
+    return backend.stop_gradient(hard) + delta
 
 
 _PLAIN = (list, tuple, int, float)

@@ -6,8 +6,9 @@ peaked at the entry of sorted position ``s``, so that ``P @ x ~ sort(x)``.
 ``soft_sort_by(keys, values)`` reorders ``values`` (any trailing feature
 dimensions) by the soft order of ``keys``: ``P @ values``.  Both take the
 methods that build such a matrix (``softops.methods._matrix``):
-``"neuralsort"`` (Grover et al. 2019) and ``"softsort"`` (Prillo &
-Eisenschlos 2020), or their configs; the permutahedron and LapSum compute
+``"network"`` (differentiable sorting networks, Petersen et al. 2021 / 2022;
+the default), ``"neuralsort"`` (Grover et al. 2019) and ``"softsort"``
+(Prillo & Eisenschlos 2020), or their configs; the permutahedron and LapSum compute
 sorts and ranks without one and are refused with a message naming those
 that have one.  The same methods serve ``soft_sort``, ``soft_rank``,
 ``soft_topk``, ``soft_topk_mask`` and ``soft_quantile`` (ranks ``P^T (1..n)``;
@@ -67,7 +68,7 @@ def _matrix(x, axis, descending, temperature, method, hard, mask, name):
 
 
 def soft_permutation(
-    x, axis=-1, *, descending=False, temperature=1.0, method="neuralsort", hard=False, k=None, mask=None
+    x, axis=-1, *, descending=False, temperature=1.0, method="network", hard=False, k=None, mask=None
 ):
     r"""Relaxed argsort: the soft permutation matrix that sorts ``x`` along ``axis``.
 
@@ -75,8 +76,8 @@ def soft_permutation(
     order) with ``P[..., s, j]`` the weight of entry ``j`` at sorted position
     ``s`` (ascending, or descending with ``descending=True``), so that
     ``P @ x ~ sort(x)`` and ``P @ v`` sorts any ``v`` along (``soft_sort_by``).
-    Every row sums to 1 (NeuralSort and SoftSort are row-stochastic, not
-    doubly stochastic); ``temperature`` (units of ``x``; a number, one per
+    Every row sums to 1 (the network's columns too: it is doubly stochastic;
+    NeuralSort and SoftSort are row-stochastic only); ``temperature`` (units of ``x``; a number, one per
     row, or ``softops.Relative(tau)``) -> 0 gives the exact permutation
     matrix, tied entries sharing their slots.  ``k`` (an int, ``1 <= k <=
     n``) returns the first ``k`` rows only, ``(*batch, k, n)``.  ``hard=True``:
@@ -87,8 +88,10 @@ def soft_permutation(
     ``x``, True = present): the permutation of the present entries, in the
     first ``n_present`` rows; later rows and masked columns are 0.
 
-    Methods: ``"neuralsort"`` (default; ``softops.NeuralSort``) and
-    ``"softsort"`` (``softops.SoftSort``); ``O(n^2)`` per row.
+    Methods: ``"network"`` (default; ``softops.SortingNetwork``: odd-even or
+    bitonic, four sigmoids; the matrix costs ``O(n^2 log^2 n)`` for bitonic),
+    ``"neuralsort"`` (``softops.NeuralSort``) and ``"softsort"``
+    (``softops.SoftSort``), ``O(n^2)`` per row.
 
     Example::
 
@@ -109,7 +112,7 @@ def soft_permutation(
 
 
 def soft_sort_by(
-    keys, values, axis=-1, *, descending=False, temperature=1.0, method="neuralsort", hard=False, mask=None
+    keys, values, axis=-1, *, descending=False, temperature=1.0, method="network", hard=False, mask=None
 ):
     r"""``values`` reordered by the soft order of ``keys`` along ``axis``.
 

@@ -19,7 +19,7 @@ Example::
 
     >>> import numpy as np, softops
     >>> softops.soft_sort(np.array([2.0, 0.0, 1.0]), temperature=0.5, method="softsort").round(4)
-    array([0.2654, 1.    , 1.7346])
+    array([0.1491, 1.    , 1.8509])
 """
 
 from __future__ import annotations
