@@ -140,8 +140,6 @@ def soft_sort_by(
     p, perm = _matrix(keys, axis, descending, temperature, method, hard, mask, "soft_sort_by")
     xp, backend = p.xp, p.backend
     values = as_float_array(values)
-    if isinstance(values, (list, tuple)) or not hasattr(values, "shape"):
-        raise TypeError(f"values must be an array, got {type(values).__name__}")
     from softops._backend import backend_of
 
     try:

@@ -35,11 +35,14 @@ transform and order directly.
 
 from __future__ import annotations
 
+import abc
+
 from softops._backend import Backend
 
 
-class MatrixMethod:
-    """Mixin: the sort-method interface from ``present_matrix`` (see the module doc)."""
+class MatrixMethod(abc.ABC):
+    """Base of the matrix methods: the sort-method interface from
+    ``present_matrix`` (see the module doc)."""
 
     has_matrix = True
 
@@ -49,8 +52,9 @@ class MatrixMethod:
         ``x`` for every operation, ``T = tau * spacing``."""
         return tau * spacing
 
-    def present_matrix(self, backend: Backend, x, temperature, present):  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def present_matrix(self, backend: Backend, x, temperature, present):
+        """The soft permutation of each row's present entries (module doc)."""
 
     # --- the sort-method interface (rows of shape (*batch, n)) --------------------
 
@@ -77,8 +81,7 @@ class MatrixMethod:
     def rank_rows(self, backend: Backend, x, temperature, descending: bool):
         xp = backend.xp
         y = -x if descending else x
-        low, high = y == -xp.inf, y == xp.inf
-        present = ~(low | high)
+        low, high, present = infinity_groups(xp, y)
         m = self.present_matrix(backend, xp.where(present, y, 0.0), temperature, present)
         slots = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=backend.device(x))
         m_low, m_present = _count(xp, low, x.dtype), _count(xp, present, x.dtype)
@@ -93,13 +96,26 @@ class MatrixMethod:
     def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
         xp = backend.xp
         p = _full_matrix(self, backend, x, temperature, largest)[0]
-        slot = xp.arange(x.shape[-1], dtype=x.dtype, device=backend.device(x))
-        if not isinstance(k, (int, float)) and k.dtype != x.dtype:
-            k = xp.astype(k, x.dtype)
-        w = xp.clip(k - slot, 0.0, 1.0)
-        if getattr(k, "ndim", 0):
-            w = xp.broadcast_to(w, x.shape)
+        w = topk_slot_weights(backend, x, k)
         return xp.matmul(w[..., None, :], p)[..., 0, :]
+
+
+def infinity_groups(xp, y):
+    """``(low, high, present)``: entries at ``-inf``, at ``+inf``, and the rest
+    (NaN counts as present: its row turns NaN)."""
+    low, high = y == -xp.inf, y == xp.inf
+    return low, high, ~(low | high)
+
+
+def topk_slot_weights(backend: Backend, x, k):
+    """``w_s = clip(k - s, 0, 1)`` over the slots of rows ``x`` (``x.shape``):
+    the first ``k`` slots, a fractional ``k`` taking that fraction of slot
+    ``floor(k)``."""
+    xp = backend.xp
+    slot = xp.arange(x.shape[-1], dtype=x.dtype, device=backend.device(x))
+    if not isinstance(k, (int, float)) and k.dtype != x.dtype:
+        k = xp.astype(k, x.dtype)
+    return xp.broadcast_to(xp.clip(k - slot, 0.0, 1.0), x.shape)
 
 
 def _count(xp, flags, dtype):
@@ -113,8 +129,7 @@ def _full_matrix(method, backend: Backend, x, temperature, descending: bool):
     xp = backend.xp
     n = x.shape[-1]
     y = -x if descending else x
-    low, high = y == -xp.inf, y == xp.inf
-    present = ~(low | high)  # NaN counts as present: its row turns NaN
+    low, high, present = infinity_groups(xp, y)
     finite_x = xp.where(present, x, 0.0)
     m = method.present_matrix(backend, xp.where(present, y, 0.0), temperature, present)
     m_low, m_present = _count(xp, low, x.dtype), _count(xp, present, x.dtype)

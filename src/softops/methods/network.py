@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 from softops._backend import Backend
 from softops._validate import check_choice
-from softops.methods._matrix import MatrixMethod
+from softops.methods._matrix import MatrixMethod, infinity_groups, topk_slot_weights
 
 NETWORKS = ("odd_even", "bitonic")
 SIGMOIDS = ("logistic", "cauchy", "reciprocal", "optimal")
@@ -154,8 +154,7 @@ class SortingNetwork(MatrixMethod):
         their order; everything a pass needs."""
         xp = backend.xp
         n = y.shape[-1]
-        low, high = y == -xp.inf, y == xp.inf
-        present = ~(low | high)
+        low, high, present = infinity_groups(xp, y)
         order = xp.argsort(xp.astype(~present, xp.int32), axis=-1, stable=True)
         lanes, layers = _layers(self.network, n)
         values = xp.take_along_axis(xp.where(present, y, 0.0), order, axis=-1)
@@ -269,13 +268,8 @@ class SortingNetwork(MatrixMethod):
         return self._columns(backend, y, temperature, xp.broadcast_to(slots, x.shape))
 
     def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
-        xp = backend.xp
         y = -x if largest else x
-        slot = xp.arange(x.shape[-1], dtype=x.dtype, device=backend.device(x))
-        if not isinstance(k, (int, float)) and k.dtype != x.dtype:
-            k = xp.astype(k, x.dtype)
-        w = xp.broadcast_to(xp.clip(k - slot, 0.0, 1.0), x.shape)
-        return self._columns(backend, y, temperature, w)
+        return self._columns(backend, y, temperature, topk_slot_weights(backend, x, k))
 
 
 def _index(backend: Backend, like, idx):
