@@ -273,22 +273,33 @@ def _jnp_sort(n):
     return lambda v: jnp.sort(v, axis=-1)
 
 
+def _softops_methods(fw, op, T):
+    """One contender per registered sort method (softops.sort.SORT_METHODS): a new
+    method joins the benchmark with its registry entry.  Methods that build an
+    n x n matrix (NeuralSort, SoftSort, Sinkhorn) are O(n^2) in memory."""
+    try:
+        from softops.sort import SORT_METHODS
+    except ImportError:
+        return []
+    out = []
+    for name, config in SORT_METHODS.items():
+        quadratic = getattr(config, "has_matrix", False) and name != "network"
+        out.append(Contender(fw, f"softops {name}", op, _softops(fw, op, name, T), quadratic=quadratic))
+    return out
+
+
 def contenders(ops, frameworks, T):
     out = []
     for op in ops:
         if "torch" in frameworks:
-            out += [
-                Contender("torch", "softops permutahedron", op, _softops("torch", op, "permutahedron", T)),
-                Contender("torch", "softops lapsum", op, _softops("torch", op, "lapsum", T)),
+            out += _softops_methods("torch", op, T) + [
                 Contender("torch", "torchsort l2", op, _torchsort(op, T)),
                 Contender("torch", "softtorch fast_soft_sort c0", op, _softtorch(op, T)),
             ]
             if op == "sort":
                 out.append(Contender("torch", "diffsort bitonic", op, _diffsort, quadratic=True))
         if "jax" in frameworks:
-            out += [
-                Contender("jax", "softops permutahedron", op, _softops("jax", op, "permutahedron", T)),
-                Contender("jax", "softops lapsum", op, _softops("jax", op, "lapsum", T)),
+            out += _softops_methods("jax", op, T) + [
                 Contender("jax", "ott-jax", op, _ott(op), quadratic=True),
                 Contender("jax", "jaxopt isotonic", op, _jaxopt(op, T), quadratic=True),
                 Contender("jax", "softjax fast_soft_sort c0", op, _softjax(op, T)),
@@ -309,6 +320,8 @@ RATIOS = [
     ("jax: ott-jax", "jax: softops permutahedron", ">= 100 at n = 1024 (speed-up)"),
     ("jax: jaxopt isotonic", "jax: softops permutahedron", ">= 100 at n = 1024 (speed-up)"),
     ("jax: softops lapsum", "jax: jnp.sort (fwd)", "<= 3"),
+    ("torch: diffsort bitonic", "torch: softops network", ">= 20 at n = 128 (speed-up)"),
+    ("jax: ott-jax", "jax: softops sinkhorn", ">= 10 at n = 128 and 1024 (speed-up)"),
 ]
 
 

@@ -223,3 +223,117 @@ def test_bitonic_network_at_n_8192_is_light():
     (s.sum() + (r * torch.linspace(0, 1, 8192)).sum()).backward()
     assert torch.isfinite(x.grad).all()
     np.testing.assert_allclose(s.detach().numpy(), np.sort(x.detach().numpy(), axis=-1), rtol=1e-4, atol=1e-4)
+
+
+# --- Sinkhorn (entropic optimal transport onto sorted targets) ---------------------
+
+
+def _threshold_mask(x, k, t):
+    """Xie et al. 2020 with two targets: m_i = sigmoid((x_i - theta) / T), the
+    threshold theta the root of sum m = k (scipy's brentq), and the implicit
+    function theorem's Jacobian dm_i/dx_j = (s_i delta_ij - s_i s_j / sum s) / T,
+    s = m (1 - m)."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    theta = brentq(lambda c: expit((x - c) / t).sum() - k, x.min() - 50 * t, x.max() + 50 * t, xtol=1e-15)
+    m = expit((x - theta) / t)
+    s = m * (1 - m)
+    return m, (np.diag(s) - np.outer(s, s) / s.sum()) / t
+
+
+def test_sinkhorn_top_k_mask_is_the_threshold_sigmoid(backend, rng):
+    """Closed form and its implicit gradient (the method's gradient is implicit,
+    not unrolled: it matches the Jacobian of the exact threshold)."""
+    x = rng.normal(size=9)
+    for k, t in ((3, 0.5), (2.5, 1.7)):
+        want, jac = _threshold_mask(x, k, t)
+        got = backend.to_numpy(softops.soft_topk_mask(backend.asarray(x), k, temperature=t, method="sinkhorn"))
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
+        if backend.differentiable:
+            c = rng.normal(size=9)
+            g = backend.vjp(lambda z: softops.soft_topk_mask(z, k, temperature=t, method="sinkhorn"), x, c)
+            np.testing.assert_allclose(g, jac.T @ c, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sinkhorn_is_doubly_stochastic_and_sums_to_k(backend, rng, dtype):
+    x = rng.normal(size=(3, 40)) * 2
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    for t in (3.0, 0.3, 0.01):
+        p = backend.to_numpy(softops.soft_permutation(backend.asarray(x, dtype), temperature=t, method="sinkhorn"))
+        np.testing.assert_allclose(p.sum(-1), 1.0, atol=50 * tol)  # the targets' masses: exact
+        np.testing.assert_allclose(p.sum(-2), 1.0, atol=50 * tol)  # the entries': within the tolerance
+        for k in (1, 7, 12.5):
+            m = backend.to_numpy(softops.soft_topk_mask(backend.asarray(x, dtype), k, temperature=t,
+                                                        method="sinkhorn"))
+            np.testing.assert_allclose(m.sum(-1), k, rtol=50 * tol)
+            assert m.min() >= 0 and m.max() <= 1 + 50 * tol
+
+
+def test_sinkhorn_small_temperature_float32_is_finite_and_exact(backend, rng):
+    x = rng.normal(size=(4, 30)).astype(np.float32)
+    xs = backend.asarray(x, "float32")
+    for t in (1e-3, 1e-8, 1e-30):
+        for op in (lambda z: softops.soft_sort(z, temperature=t, method="sinkhorn"),
+                   lambda z: softops.soft_rank(z, temperature=t, method="sinkhorn"),
+                   lambda z: softops.soft_topk_mask(z, 5, temperature=t, method="sinkhorn")):
+            assert np.isfinite(backend.to_numpy(op(xs))).all()
+        if backend.differentiable:
+            g = backend.vjp(lambda z: softops.soft_sort(z, temperature=t, method="sinkhorn"), x,
+                            rng.normal(size=x.shape), dtype="float32")
+            assert np.isfinite(g).all()
+    np.testing.assert_allclose(backend.to_numpy(softops.soft_sort(xs, temperature=1e-6, method="sinkhorn")),
+                               np.sort(x), rtol=1e-6)
+
+
+def test_sinkhorn_converges_in_few_iterations_at_every_temperature(rng):
+    """The damped Newton solver from the hard matching's dual: a handful of
+    iterations where plain Sinkhorn sweeps stall (the iteration cap is hit)."""
+    from softops.methods import sinkhorn
+
+    x = rng.normal(size=(2, 120))
+    a, b = np.ones_like(x), np.ones_like(x)
+    cost = sinkhorn._reduced_cost(np, x, a, b)
+    import array_api_compat.numpy as xp
+
+    for t in (10.0, 1.0, 0.05, 1e-3, 1e-6):
+        logits = -cost / t
+        steps = []
+        backend = type(softops._backend.backend_of(x))
+        original = backend.while_loop
+
+        def counting(self, cond, body, state):
+            out = original(self, cond, body, state)
+            steps.append(int(out[0]))
+            return out
+
+        backend.while_loop = counting
+        try:
+            f, g = sinkhorn._potentials(xp, logits, a, b, 1e-12, 200, True)
+        finally:
+            backend.while_loop = original
+        p = np.exp(logits + f[..., :, None] + g[..., None, :])
+        np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-11)
+        np.testing.assert_allclose(p.sum(-2), 1.0, atol=1e-11)
+        assert steps[0] <= 20, (t, steps)
+
+
+def test_sinkhorn_config_errors():
+    for bad in (0.0, 1.5, -1e-3, True, "tight"):
+        with pytest.raises(ValueError, match="tolerance"):
+            softops.Sinkhorn(tolerance=bad)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="max_iterations"):
+            softops.Sinkhorn(max_iterations=bad)
+    with pytest.raises(TypeError, match="newton"):
+        softops.Sinkhorn(newton=1)
+
+
+def test_sinkhorn_without_newton_agrees_where_it_converges(backend, rng):
+    x = rng.normal(size=(2, 8))
+    for t in (2.0, 0.7):
+        want = backend.to_numpy(softops.soft_rank(backend.asarray(x), temperature=t, method="sinkhorn"))
+        got = backend.to_numpy(softops.soft_rank(backend.asarray(x), temperature=t,
+                                                 method=softops.Sinkhorn(newton=False, max_iterations=5000)))
+        np.testing.assert_allclose(got, want, rtol=1e-9)

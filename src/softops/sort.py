@@ -48,11 +48,12 @@ from softops.methods.lapsum import LapSum
 from softops.methods.network import SortingNetwork
 from softops.methods.neuralsort import NeuralSort
 from softops.methods.permutahedron import Permutahedron
+from softops.methods.sinkhorn import Sinkhorn
 from softops.methods.softsort import SoftSort
 from softops._shared import as_float_array, mask_rows, straight_through
 from softops.temperature import Relative
 
-__all__ = ["LapSum", "NeuralSort", "Permutahedron", "SoftSort", "SortingNetwork", "soft_rank", "soft_sort"]
+__all__ = ["LapSum", "NeuralSort", "Permutahedron", "Sinkhorn", "SoftSort", "SortingNetwork", "soft_rank", "soft_sort"]
 
 # Each sort method is a small frozen config object with
 #   sort_rows(backend, x, temperature, descending),
@@ -68,6 +69,7 @@ SORT_METHODS = {
     "neuralsort": NeuralSort,
     "softsort": SoftSort,
     "network": SortingNetwork,
+    "sinkhorn": Sinkhorn,
 }
 
 

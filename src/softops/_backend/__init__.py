@@ -13,6 +13,13 @@ framework:
   along the last axis (the Array API has no scatter);
 * ``gumbel(key, shape, dtype, like)``: standard Gumbel noise from the caller's kind
   of random key;
+* ``while_loop(cond, body, state)``: a loop that stops when ``cond`` turns
+  False (``jax.lax.while_loop`` on the device; a Python loop elsewhere), and
+  ``opaque(kernel, arrays, static)``: such a solver called where tracing
+  cannot enter it (an opaque custom operator under ``torch.compile``), for
+  iterative solvers that run to a tolerance in a value-only ``fwd``;
+* ``logsumexp(z, axis)``: ``log sum exp`` along ``axis`` (``-inf`` for an
+  all ``-inf`` slice), the framework's fused one where it has it;
 * ``isotonic_forward`` / ``isotonic_backward``: the pool-adjacent-violators
   kernel of ``softops._kernels.isotonic`` on the framework's arrays (numba on
   CPU, called without a copy; accelerator arrays make a host round trip until
@@ -32,7 +39,24 @@ import abc
 import sys
 from typing import Any, Callable
 
-__all__ = ["Backend", "backend_of"]
+__all__ = ["Backend", "backend_of", "register_opaque"]
+
+
+def register_opaque(kernel, like):
+    """Register ``kernel`` for ``Backend.opaque`` (outputs shaped as
+    ``arrays[i]`` for ``i`` in ``like``): PyTorch's opaque operator looks it up
+    by name when it is loaded."""
+    OPAQUE_NAMES[kernel] = name = f"{kernel.__module__}.{kernel.__qualname__}"
+    OPAQUE_LIKE[kernel] = tuple(like)
+    _OPAQUE.append((name, kernel, tuple(like)))
+    torch_ops = sys.modules.get("softops._kernels.torch_ops")
+    if torch_ops is not None:
+        torch_ops.register_opaque(name, kernel, like)
+
+
+_OPAQUE: list = []
+OPAQUE_NAMES: dict = {}
+OPAQUE_LIKE: dict = {}
 
 
 class Backend(abc.ABC):
@@ -98,6 +122,33 @@ class Backend(abc.ABC):
     def inverse_permutation(self, order):
         """Inverse of the permutations along the last axis of the int array ``order``."""
         return self.xp.argsort(order, axis=-1)
+
+    def while_loop(self, cond, body, state: tuple) -> tuple:
+        """``while cond(*state): state = body(*state)``; ``cond`` returns a 0-d
+        boolean array, ``body`` a tuple of arrays shaped as ``state``.  Not
+        differentiable: for value-only computations (``custom_derivative``'s
+        ``fwd``), called inside ``opaque``."""
+        while bool(cond(*state)):
+            state = tuple(body(*state))
+        return tuple(state)
+
+    def opaque(self, kernel, arrays: tuple, static: tuple = ()) -> tuple:
+        """``kernel(xp, *arrays, *static)``, a value-only solver with a
+        data-dependent loop (``while_loop``), registered once with
+        ``register_opaque(kernel, like)`` (its outputs shaped as
+        ``arrays[i]`` for ``i`` in ``like``; ``static`` numbers).  Under
+        ``torch.compile`` it runs as one opaque operator; JAX on CPU runs it
+        on the host (NumPy, no compilation of the loop), on an accelerator
+        as ``jax.lax.while_loop``."""
+        return tuple(kernel(self.xp, *arrays, *static))
+
+    def logsumexp(self, z, axis: int):
+        """``log(sum(exp(z), axis))`` computed stably; ``-inf`` where every
+        entry of the slice is ``-inf``.  Value only (used inside ``fwd``)."""
+        xp = self.xp
+        top = xp.max(z, axis=axis, keepdims=True)
+        top = xp.where(xp.isfinite(top), top, 0.0)
+        return xp.log(xp.sum(xp.exp(z - top), axis=axis)) + xp.squeeze(top, axis=axis)
 
     @abc.abstractmethod
     def isotonic_forward(self, z, w, scale, kl: bool, unsort=None):

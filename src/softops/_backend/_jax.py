@@ -26,17 +26,28 @@ def _custom_function(fwd, bwd, smooth):
     (``bwd`` is the fast reverse rule of the other frameworks; JAX cannot
     combine a custom VJP with forward mode.)"""
 
+    # The value-only fwd is compiled once per shape and reused by every
+    # transform (eager JAX would dispatch each of its operations, and a
+    # solver's while_loop would compile anew on every call).
+    value = jax.jit(lambda *arrays: fwd(jnp, *arrays))
+
     @jax.custom_jvp
     def function(*arrays):
-        return fwd(jnp, *arrays)[0]
+        return value(*arrays)[0]
 
-    @function.defjvp
-    def function_jvp(primals, tangents):
-        out, residuals = fwd(jnp, *(jax.lax.stop_gradient(a) for a in primals))
+    @jax.jit
+    def rule(primals, tangents):
+        # One program too: eager transforms (jax.grad, jax.jvp) would compile
+        # every operation of smooth's tangent separately for each new shape.
+        out, residuals = value(*(jax.lax.stop_gradient(a) for a in primals))
         s, t = jax.jvp(lambda *a: smooth(jnp, a, out, residuals), tuple(primals), tuple(tangents))
         infinite = jnp.isinf(out)  # an infinite output is a constant
         delta = s - jax.lax.stop_gradient(s)  # value 0: out keeps the kernel's value
         return out + jnp.where(infinite, 0.0, delta), jnp.where(infinite, 0.0, t)
+
+    @function.defjvp
+    def function_jvp(primals, tangents):
+        return rule(tuple(primals), tuple(tangents))
 
     return function
 
@@ -84,6 +95,35 @@ class JaxBackend(Backend):
                 f"JAX input, got {type(key).__name__}"
             )
         return jax.random.gumbel(key, shape, dtype)
+
+    def while_loop(self, cond, body, state):
+        return tuple(jax.lax.while_loop(lambda s: cond(*s), lambda s: tuple(body(*s)), tuple(state)))
+
+    def opaque(self, kernel, arrays, static=()):
+        if not self._on_cpu(arrays[0]):
+            return tuple(kernel(jnp, *arrays, *static))
+        # On CPU the solver runs on the host buffers (NumPy), with nothing for
+        # XLA to compile; "broadcast_all" hands a vmapped call its batch as
+        # leading axes, which the solvers take.
+        import array_api_compat.numpy as xp_numpy
+        import numpy as np
+
+        from softops._backend import OPAQUE_LIKE
+
+        def host(*values):
+            return tuple(kernel(xp_numpy, *(np.asarray(v) for v in values), *static))
+
+        shapes = tuple(jax.ShapeDtypeStruct(arrays[i].shape, arrays[i].dtype) for i in OPAQUE_LIKE[kernel])
+        return tuple(jax.pure_callback(host, shapes, *arrays, vmap_method="broadcast_all"))
+
+    @staticmethod
+    def _on_cpu(x) -> bool:
+        if isinstance(x, jax.core.Tracer):
+            return jax.default_backend() == "cpu"
+        return all(d.platform == "cpu" for d in x.devices())
+
+    def logsumexp(self, z, axis):
+        return jax.nn.logsumexp(z, axis=axis)
 
     def inverse_permutation(self, order):
         positions = jnp.broadcast_to(jnp.arange(order.shape[-1], dtype=order.dtype), order.shape)

@@ -21,6 +21,12 @@ from softops._backend import Backend
 xp_torch = types.ModuleType("softops._backend.xp_torch")
 xp_torch.__dict__.update({k: v for k, v in vars(compat_torch).items() if not k.startswith("__")})
 xp_torch.cumulative_sum = lambda x, /, *, axis=None: torch.cumsum(x, dim=-1 if axis is None else axis)
+# torch.where takes Python scalars itself (as weak types, the Array API's
+# promotion); the wrapper makes each a tensor constant, which torch.compile
+# cannot lift out of a while_loop body.
+xp_torch.where = lambda condition, x1, x2, /: (
+    compat_torch.where(condition, x1, x2) if not isinstance(x1, torch.Tensor) and not isinstance(x2, torch.Tensor)
+    else torch.where(condition, x1, x2))
 # torch.gather: take_along_dim also wraps negative indices (an extra pass).
 xp_torch.take_along_axis = lambda x, indices, /, *, axis=-1: torch.gather(x, axis, indices)
 
@@ -31,6 +37,19 @@ def _transformed() -> bool:
     return torch.autograd.forward_ad._current_level >= 0 or (
         not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
     )
+
+
+def _truth(flag) -> bool:
+    """``bool(flag)`` of a 0-d boolean tensor; under ``torch.func.vmap`` (a
+    batched tensor, whose value cannot steer Python) whether it holds for any
+    member of the batch."""
+    from torch._C import _functorch
+
+    while _functorch.is_functorch_wrapped_tensor(flag):
+        batched = _functorch.is_batchedtensor(flag)
+        flag = _functorch.get_unwrapped(flag)
+        flag = flag.any() if batched else flag
+    return bool(flag)
 
 
 def _finite_delta(out, s):
@@ -142,6 +161,25 @@ class TorchBackend(Backend):
         u = torch.rand(shape, generator=generator, dtype=dtype, device=like.device)
         u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
         return -torch.log(-torch.log(u))
+
+    def while_loop(self, cond, body, state):
+        while _truth(cond(*state)):
+            state = tuple(body(*state))
+        return tuple(state)
+
+    def opaque(self, kernel, arrays, static=()):
+        if not torch.compiler.is_compiling():
+            return tuple(kernel(xp_torch, *arrays, *static))
+        # One opaque operator: torch's while_loop cannot hold a linear solve
+        # inside an autograd.Function (torch 2.13, aot_autograd's "Unexpected
+        # fake buffer"), and dynamo cannot trace a data-dependent loop.
+        from softops._backend import OPAQUE_NAMES
+        from softops._kernels import torch_ops
+
+        return tuple(torch_ops.opaque(OPAQUE_NAMES[kernel], list(arrays), [float(s) for s in static]))
+
+    def logsumexp(self, z, axis):
+        return torch.logsumexp(z, dim=axis)
 
     def inverse_permutation(self, order):
         positions = torch.arange(order.shape[-1], device=order.device, dtype=order.dtype).expand_as(order)

@@ -263,3 +263,40 @@ def _lapsum_vmap_backward(info, in_dims, y, order, t, aux, gaps, g, k, op, need_
 
 torch.library.register_vmap("softops::lapsum_forward", _lapsum_vmap_forward)
 torch.library.register_vmap("softops::lapsum_backward", _lapsum_vmap_backward)
+
+
+# --- opaque solvers (Backend.opaque) ------------------------------------------------
+# A value-only solver registered by name: under torch.compile it runs as one
+# opaque operator (dynamo does not trace its data-dependent loop); the outputs
+# take the shapes and dtypes of the inputs named by ``like``.
+
+OPAQUE = {}
+
+
+def register_opaque(name, kernel, like):
+    """Make ``kernel(xp, *arrays, *static)`` callable through ``opaque``."""
+    OPAQUE[name] = (kernel, tuple(like))
+
+
+def _register_known():
+    from softops._backend import _OPAQUE
+
+    for name, kernel, like in _OPAQUE:
+        register_opaque(name, kernel, like)
+
+
+@torch.library.custom_op("softops::opaque", mutates_args=())
+def opaque(name: str, arrays: list[torch.Tensor], static: list[float]) -> list[torch.Tensor]:
+    from softops._backend._torch import xp_torch
+
+    kernel, _ = OPAQUE[name]
+    return [o.clone() for o in kernel(xp_torch, *arrays, *static)]
+
+
+@opaque.register_fake
+def _(name, arrays, static):
+    _, like = OPAQUE[name]
+    return [torch.empty_like(arrays[i]) for i in like]
+
+
+_register_known()  # those registered before this module was loaded

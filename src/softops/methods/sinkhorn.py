@@ -1,0 +1,336 @@
+r"""Sinkhorn: sorting as entropic optimal transport onto sorted targets.
+
+Cuturi, Teboul & Vert 2019, "Differentiable Ranks and Sorting using Optimal
+Transport" (NeurIPS, arXiv:1905.11885): the ``n`` entries of a row (mass 1
+each) are transported onto ``m`` targets at the increasing positions ``y_j =
+j`` (mass ``b_j``, summing to ``n``) for the cost ``c_ij = -x_i y_j``, with an
+entropic penalty of weight ``T``:
+
+    ``P = argmin_{P 1 = 1, P^T 1 = b, P >= 0} <P, c> - T H(P)``,
+    ``P_ij = exp((f_i + g_j - c_ij) / T)``.
+
+For ``T -> 0`` the plan is the monotone matching (sorting, the cost being
+submodular); for ``T > 0`` two entries ``x_a > x_b`` trade a pair of
+neighbouring targets with odds ``exp((x_a - x_b) / T)``, so the temperature is
+a length in units of ``x``: entries closer than about ``T`` share their
+targets (``-x_i y_j`` is ``(x_i - y_j)^2 / 2`` up to the potentials: this is
+also the squared-Euclidean problem of the paper with ``epsilon = T`` and
+unsquashed values).  Targets:
+
+* sort, rank, permutation matrix, ``soft_sort_by``: ``m = n`` targets of mass 1
+  (the slots); the matrix is ``P^T`` (row ``s`` = the entries' masses at slot
+  ``s``; rows sum to 1, columns to 1 within the tolerance: doubly stochastic);
+* top-k mask (Xie et al. 2020, "Differentiable Top-k with Optimal Transport",
+  NeurIPS, arXiv:2002.06504): ``m = 2`` targets of masses ``n - k`` and ``k``;
+  the mask is each entry's mass at the upper one, ``sigmoid((x_i - theta) /
+  T)`` with the threshold ``theta`` that makes it sum to ``k`` -- ``O(n)`` per
+  iteration.
+
+Solver: log-domain Sinkhorn iterations (``f`` then ``g``, each exact in its own
+marginal), warm-started at the hard matching: the cost enters as the reduced
+cost ``c_ij - f0_i - g0_j >= 0`` of the dual of the exact (``T = 0``) problem
+(``g0`` from the midpoints between sorted values at the targets' mass
+boundaries), computed as sums of non-negative gaps, so that it has no
+cancellation even next to the dtype's maximum and a small ``T`` starts at
+the solution.  The loop (on the device: ``jax.lax.while_loop``; torch's
+``while_loop`` under ``torch.compile``) stops per row when every entry's total
+mass is within ``tolerance`` (relative) of 1, or after ``max_iterations``;
+the last update makes the targets' masses exact (so a top-k mask sums to
+``k`` and the matrix's rows sum to 1 up to rounding).  Cost ``O(n m)`` time
+and memory per iteration.
+
+Gradients: implicit differentiation at the solution (not unrolling).  The
+plan's first-order reverse mode is the adjoint of the optimality conditions:
+with ``W = G * P`` (``G`` the cotangent), ``K = [[diag(P 1), P], [P^T,
+diag(P^T 1)]]`` and ``(l_r, l_c) = K^+ (W 1, W^T 1)`` (one ``m x m`` Schur
+solve), ``V = W - P * (l_r + l_c^T)`` gives ``dx_i = sum_j V_ij y_j / T``,
+``dT = sum_ij V_ij c~_ij / T^2`` and the targets' masses ``l_c``.  Every
+other transform (forward mode, Hessians, ``torch.func``) differentiates two
+Newton steps on the optimality conditions taken from the solution, which
+have the solution map's derivatives up to third order.  The derivatives are
+those of the exact solution; the value is the solver's (within the
+tolerance).  The Schur solves are dense: ``O(m^3)`` per row (``m = n`` for
+sort and rank, 2 for the top-k mask).
+
+Example::
+
+    >>> import numpy as np, softops
+    >>> softops.soft_sort(np.array([2.0, 0.0, 1.0]), temperature=0.5, method="sinkhorn").round(4)
+    array([0.2608, 1.    , 1.7392])
+    >>> softops.soft_topk_mask(np.array([5.0, 1.0, 2.0, 4.0]), 2, temperature=1.0, method="sinkhorn").round(4)
+    array([0.8808, 0.1192, 0.2689, 0.7311])
+
+(the threshold is 3 there: ``sigmoid(x - 3)``.)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+from softops._backend import Backend, backend_of, register_opaque
+from softops.methods._matrix import MatrixMethod, infinity_groups
+
+# The default tolerance (relative error of any entry's total mass) by dtype.
+_TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+
+
+@dataclass(frozen=True)
+class Sinkhorn(MatrixMethod):
+    """Entropic optimal transport onto sorted targets (Cuturi et al. 2019):
+    ``method="sinkhorn"``; see the module doc.  ``tolerance``: the relative
+    error of the entries' masses at which the iterations stop (``None``:
+    ``1e-12`` in float64, ``1e-5`` in float32); ``max_iterations``: the cap
+    (a row that has not converged by then returns its last iterate)."""
+
+    tolerance: float | None = None
+    max_iterations: int = 1000
+    newton: bool = True
+
+    def __post_init__(self):
+        t = self.tolerance
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t < 1):
+            raise ValueError(f"Sinkhorn(tolerance=...) must be None or a number in (0, 1), got {t!r}")
+        m = self.max_iterations
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
+            raise ValueError(f"Sinkhorn(max_iterations=...) must be an int >= 1, got {m!r}")
+        if not isinstance(self.newton, bool):
+            raise TypeError(f"Sinkhorn(newton=...) must be a bool, got {self.newton!r}")
+
+    def _tolerance(self, dtype) -> float:
+        if self.tolerance is not None:
+            return float(self.tolerance)
+        name = str(dtype).rsplit(".", 1)[-1]
+        return _TOLERANCE.get(name, _TOLERANCE["float32"])
+
+    def present_matrix(self, backend: Backend, x, temperature, present):
+        xp = backend.xp
+        a = xp.astype(present, x.dtype)
+        n_present = xp.sum(a, axis=-1, keepdims=True)
+        slot = xp.arange(x.shape[-1], dtype=x.dtype, device=backend.device(x))
+        b = xp.astype(slot < n_present, x.dtype)  # one unit of mass per slot of the present entries
+        return xp.matrix_transpose(transport(self, backend, x, a, b, temperature))
+
+    def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
+        xp = backend.xp
+        y = x if largest else -x
+        low, high, present = infinity_groups(xp, y)
+        count = lambda flags: xp.sum(xp.astype(flags, x.dtype), axis=-1, keepdims=True)  # noqa: E731
+        m_low, m_high, n_present = count(low), count(high), count(present)
+        if not isinstance(k, float) and k.dtype != x.dtype:
+            k = xp.astype(k, x.dtype)
+        # The entries at +inf come first (sharing k if there are more of them),
+        # then the present entries' transport of mass k - m_high onto the upper
+        # target, then the -inf ones.
+        upper = xp.clip(k - m_high, 0.0, n_present)
+        b = xp.concat([n_present - upper, upper], axis=-1)
+        plan = transport(self, backend, xp.where(present, y, 0.0), xp.astype(present, x.dtype), b, temperature)
+        share_high = xp.where(m_high > 0, xp.clip(k / xp.where(m_high > 0, m_high, 1.0), max=1.0), 0.0)
+        rest = xp.clip(k - m_high - n_present, 0.0, None)
+        share_low = xp.where(m_low > 0, rest / xp.where(m_low > 0, m_low, 1.0), 0.0)
+        return xp.where(high, share_high, xp.where(low, share_low, plan[..., 1]))
+
+
+def transport(config: Sinkhorn, backend: Backend, x, a, b, temperature):
+    """The entropic plan ``P`` (``(*batch, n, m)``) of rows ``x`` (``(*batch,
+    n)``, finite where ``a > 0``) with entry masses ``a`` (0 or 1) onto the
+    targets ``y_j = j`` with masses ``b`` (``(*batch, m)``, summing to
+    ``sum(a)``), at ``temperature`` (a float or ``(*batch, 1)``); differentiable
+    in ``x``, ``b`` and the temperature (see the module doc)."""
+    xp = backend.xp
+    if isinstance(temperature, float) or not temperature.ndim:
+        temperature = xp.broadcast_to(xp.asarray(temperature, dtype=x.dtype, device=backend.device(x)),
+                                      tuple(x.shape[:-1]) + (1,))
+    if b.dtype != x.dtype:
+        b = xp.astype(b, x.dtype)
+    op = backend.custom_derivative(*_rules(config._tolerance(x.dtype), config.max_iterations, config.newton))
+    return op(x, a, b, temperature)
+
+
+def _reduced_cost(xp, x, a, b):
+    """``c~_ij = c_ij - f0_i - g0_j >= 0`` for ``c_ij = -x_i j``: with the
+    boundaries ``q_l`` (``l = 1..m-1``; the sorted present values at the mass
+    ``sum_{j < l} b_j``, the midpoint where it falls between two entries),
+    ``c~_ij = sum_{l <= j} relu(q_l - x_i) + sum_{l > j} relu(x_i - q_l)``
+    (sums of non-negative terms: no cancellation).  Any ``q`` gives the same
+    plan; these make ``c~`` zero on the exact matching."""
+    n, m = x.shape[-1], b.shape[-1]
+    present = a > 0
+    n_present = xp.sum(xp.astype(present, xp.int64), axis=-1, keepdims=True)
+    top = xp.clip(n_present - 1, 0, None)
+    ordered = xp.sort(xp.where(present, x, xp.inf), axis=-1)
+    ordered = xp.where(xp.arange(n, device=_device(x)) < n_present, ordered, 0.0)
+    if m == 1:
+        return xp.zeros(tuple(x.shape) + (1,), dtype=x.dtype, device=_device(x))
+    mass = xp.cumulative_sum(b, axis=-1)[..., :-1]  # the mass below boundary l, (*batch, m - 1)
+    lower = xp.clip(xp.astype(xp.ceil(mass), xp.int64) - 1, 0, None)
+    upper = xp.astype(xp.floor(mass), xp.int64)
+    lower, upper = xp.minimum(lower, top), xp.minimum(upper, top)
+    q = xp.take_along_axis(ordered, lower, axis=-1) / 2 + xp.take_along_axis(ordered, upper, axis=-1) / 2
+    gap = q[..., None, :] - x[..., :, None]  # (*batch, n, m - 1)
+    zero = xp.zeros(tuple(x.shape) + (1,), dtype=x.dtype, device=_device(x))
+    above = xp.concat([zero, xp.cumulative_sum(xp.clip(gap, 0.0, None), axis=-1)], axis=-1)
+    below = xp.flip(xp.cumulative_sum(xp.flip(xp.clip(-gap, 0.0, None), axis=-1), axis=-1), axis=-1)
+    return above + xp.concat([below, zero], axis=-1)
+
+
+def _device(x):
+    return backend_of(x).device(x)
+
+
+def _schur(xp, p, a, b):
+    """``(S, r)``: the regularised Schur complement ``diag(P^T 1) - P^T
+    diag(1 / P 1) P + w 1 1^T`` on the targets with mass (identity on the
+    others; ``w 1 1^T`` removes the null direction of the potentials, a tiny
+    ridge keeps an exact permutation solvable) and the entries' totals
+    ``P 1`` (1 where an entry is absent)."""
+    m = b.shape[-1]
+    entry, target = a > 0, b > 0
+    rows = xp.where(entry, xp.sum(p, axis=-1), 1.0)
+    cols = xp.sum(p, axis=-2)
+    s = -xp.matmul(xp.matrix_transpose(p), p / rows[..., :, None])
+    eye = xp.arange(m, device=_device(p))[:, None] == xp.arange(m, device=_device(p))[None, :]
+    valid = xp.sum(xp.astype(target, p.dtype), axis=-1, keepdims=True)[..., None]
+    weight = xp.sum(b, axis=-1, keepdims=True)[..., None] / xp.where(valid > 0, valid * valid, 1.0)
+    ridge = 4 * xp.finfo(p.dtype).eps * xp.max(b, axis=-1, keepdims=True)[..., None]
+    s = s + xp.where(eye, cols[..., None, :] + ridge, 0.0) + weight
+    both = target[..., :, None] & target[..., None, :]
+    return xp.where(both, s, xp.astype(eye, p.dtype)), rows
+
+
+def _solve(xp, s, rhs):
+    return xp.linalg.solve(s, rhs[..., None])[..., 0]
+
+
+def _newton(xp, p, a, b, damping=None):
+    """The Newton step ``(df, dg)`` of the potentials (in units of ``T``) for
+    the marginal conditions ``P 1 = a``, ``P^T 1 = b`` at the plan ``p``:
+    ``K (df, dg) = -(P 1 - a, P^T 1 - b)``, by the Schur complement on ``g``.
+    ``damping`` (the rows' current error, ``(*batch,)``): a Levenberg-Marquardt
+    term ``damping * diag(b)`` that vanishes at the solution (quadratic
+    convergence kept) and bounds the step where ``S`` is nearly singular
+    (a plan close to a permutation)."""
+    s, rows = _schur(xp, p, a, b)
+    if damping is not None:
+        m = b.shape[-1]
+        eye = xp.arange(m, device=_device(p))[:, None] == xp.arange(m, device=_device(p))[None, :]
+        s = s + xp.where(eye, damping[..., None, None] * b[..., None, :], 0.0)
+    r = xp.where(a > 0, rows - a, 0.0)
+    c = xp.where(b > 0, xp.sum(p, axis=-2) - b, 0.0)
+    rhs = xp.where(b > 0, -c + xp.matmul(xp.matrix_transpose(p), (r / rows)[..., None])[..., 0], 0.0)
+    dg = _solve(xp, s, rhs)
+    df = xp.where(a > 0, (-r - xp.matmul(p, dg[..., None])[..., 0]) / rows, 0.0)
+    return df, dg
+
+
+def _logits(xp, x, x0, cost, t, keep):
+    """``log K_ij = (y_j (x_i - x0_i) - c~_ij) / T`` (``x0`` the solution's
+    ``x``: the same derivatives as ``-c_ij / T`` up to the potentials, without
+    cancellation), ``-inf`` outside ``keep``."""
+    j = xp.arange(cost.shape[-1], dtype=cost.dtype, device=_device(cost))
+    z = ((x - x0)[..., :, None] * j - xp.where(keep, cost, 0.0)) / t[..., None]
+    return xp.where(keep, z, -xp.inf)
+
+
+def _plan(xp, logits, f, g):
+    return xp.exp(logits + f[..., :, None] + g[..., None, :])
+
+
+def _potentials(xp, logits, a, b, tolerance, max_iterations, newton):
+    """The potentials ``(f, g)`` (in units of ``T``) of the plan ``exp(logits
+    + f + g)`` with entry masses ``a`` and target masses ``b``: log-domain
+    Sinkhorn sweeps, each followed (``newton``) by a damped Newton step, until
+    every present entry's mass is within ``tolerance`` (relative) of its own
+    or ``max_iterations``; a finished row keeps its state, whose last update
+    made the targets' masses exact."""
+    backend = backend_of(logits)
+    lse = backend.logsumexp
+    max_iterations, newton = int(max_iterations), bool(newton)
+    log_a = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1.0)), 0.0)
+    log_b = xp.where(b > 0, xp.log(xp.where(b > 0, b, 1.0)), 0.0)
+
+    def cond(step, f, g, error):
+        return xp.any(error > tolerance) & (step < max_iterations)
+
+    def body(step, f, g, error):
+        # Measure the state (f, g) (its columns exact) by the row update; a
+        # row within the tolerance keeps it and stops.
+        f_new = xp.where(a > 0, log_a - lse(logits + g[..., None, :], -1), 0.0)
+        err = xp.max(xp.where(a > 0, xp.abs(xp.expm1(f - f_new)), 0.0), axis=-1)
+        active = (err > tolerance) & (error > tolerance)
+        g_old = g
+        if newton:
+            df, dg = _newton(xp, _plan(xp, logits, f_new, g), a, b, err)
+            # A damped step: no potential moves by more than 1 (a factor e).
+            big = xp.maximum(xp.max(xp.abs(df), axis=-1), xp.max(xp.abs(dg), axis=-1))[..., None]
+            scale = 1.0 / xp.clip(big, min=1.0)
+            f_new, g = f_new + scale * df, g + scale * dg
+        g_new = xp.where(b > 0, log_b - lse(logits + f_new[..., :, None], -2), 0.0)
+        return (step + 1, xp.where(active[..., None], f_new, f), xp.where(active[..., None], g_new, g_old),
+                xp.where(error > tolerance, err, error))
+
+    error = xp.full(tuple(a.shape[:-1]), math.inf, dtype=a.dtype, device=_device(a))
+    state = (xp.asarray(0, device=_device(a)), xp.zeros_like(a), xp.zeros_like(b), error)
+    _, f, g, _ = backend.while_loop(cond, body, state)
+    return f, g
+
+
+register_opaque(_potentials, like=(1, 2))
+
+_RULES: dict = {}
+
+
+def _rules(tolerance: float, max_iterations: int, newton: bool):
+    """``(fwd, bwd, smooth)`` of ``transport`` (see ``Backend.custom_derivative``)
+    for one solver setting, built once so that the framework functions are
+    reused (a plain dict: ``torch.compile`` traces a lookup in it, where it
+    warns about ``functools.lru_cache``)."""
+    key = (tolerance, max_iterations, newton)
+    if key not in _RULES:
+        _RULES[key] = _make_rules(*key)
+    return _RULES[key]
+
+
+def _make_rules(tolerance: float, max_iterations: int, newton: bool):
+
+    def fwd(xp, x, a, b, t):
+        cost = _reduced_cost(xp, x, a, b)
+        keep = (a > 0)[..., :, None] & (b > 0)[..., None, :] & xp.isfinite(cost)
+        logits = _logits(xp, x, x, cost, t, keep)
+        f, g = backend_of(x).opaque(_potentials, (logits, a, b), (tolerance, max_iterations, newton))
+        return _plan(xp, logits, f, g), (f, g, cost, x + 0.0)
+
+    def bwd(xp, arrays, out, residuals, grad):
+        x, a, b, t = arrays
+        f, g, cost, _ = residuals
+        p = out
+        s, rows = _schur(xp, p, a, b)
+        w = grad * p
+        u, v = xp.sum(w, axis=-1), xp.sum(w, axis=-2)
+        pt = xp.matrix_transpose(p)
+        lam_c = xp.where(b > 0, _solve(xp, s, v - xp.matmul(pt, (u / rows)[..., None])[..., 0]), 0.0)
+        lam_r = xp.where(a > 0, (u - xp.matmul(p, lam_c[..., None])[..., 0]) / rows, 0.0)
+        vv = w - p * (lam_r[..., :, None] + lam_c[..., None, :])
+        j = xp.arange(p.shape[-1], dtype=p.dtype, device=_device(p))
+        gx = xp.matmul(vv, j[:, None])[..., 0] / t
+        gt = xp.sum(xp.sum(xp.where(p > 0, vv * cost, 0.0), axis=-1), axis=-1)[..., None] / (t * t)
+        return gx, None, lam_c, gt
+
+    def smooth(xp, arrays, out, residuals):
+        x, a, b, t = arrays
+        f, g, cost, x0 = residuals
+        stop = backend_of(x).stop_gradient
+        keep = out > 0  # entries that underflowed stay 0 (their derivatives are below rounding)
+        logits = _logits(xp, x, x0, cost, t, keep)
+        for _ in range(2):  # Newton steps: derivatives of the solution map to third order
+            df, dg = _newton(xp, xp.where(keep, _plan(xp, logits, f, g), 0.0), a, b)
+            # The value stays the solver's; the step carries the derivatives.
+            f, g = f + (df - stop(df)), g + (dg - stop(dg))
+        return xp.where(keep, _plan(xp, logits, f, g), 0.0)
+
+    return fwd, bwd, smooth
+
+
+for _tolerance in _TOLERANCE.values():  # the defaults, built before any trace
+    _rules(_tolerance, Sinkhorn.max_iterations, Sinkhorn.newton)
