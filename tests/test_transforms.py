@@ -389,9 +389,16 @@ def test_torch_transform(name, transform):
     _run(TORCH, TORCH_TRANSFORMS, name, transform)
 
 
+# Sinkhorn under JAX: each case compiles its Newton solves for every transform
+# (5-10 s a test on 2 cores); the operations' other inputs run under torch.
+_SINKHORN_JAX = {"soft_sort", "soft_rank", "soft_topk_mask-k", "soft_sort_by-values"}
+JAX_CASES = [name for name in CASES
+             if not name.endswith("-sinkhorn") or name[: -len("-sinkhorn")] in _SINKHORN_JAX]
+
+
 @pytest.mark.skipif(JAX is None, reason="jax is not installed")
 @pytest.mark.parametrize("transform", list(JAX_TRANSFORMS))
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", JAX_CASES)
 def test_jax_transform(name, transform):
     _run(JAX, JAX_TRANSFORMS, name, transform)
 
