@@ -70,7 +70,7 @@ import numbers
 from dataclasses import dataclass
 
 from softops._backend import Backend, backend_of, register_opaque
-from softops.methods._matrix import MatrixMethod, infinity_groups
+from softops.methods._matrix import MatrixMethod, _count, infinity_groups
 
 # The default tolerance (relative error of any entry's total mass) by dtype.
 _TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -116,8 +116,7 @@ class Sinkhorn(MatrixMethod):
         xp = backend.xp
         y = x if largest else -x
         low, high, present = infinity_groups(xp, y)
-        count = lambda flags: xp.sum(xp.astype(flags, x.dtype), axis=-1, keepdims=True)  # noqa: E731
-        m_low, m_high, n_present = count(low), count(high), count(present)
+        m_low, m_high, n_present = (_count(xp, flags, x.dtype) for flags in (low, high, present))
         if not isinstance(k, float) and k.dtype != x.dtype:
             k = xp.astype(k, x.dtype)
         # The entries at +inf come first (sharing k if there are more of them),
@@ -156,13 +155,13 @@ def _reduced_cost(xp, x, a, b):
     (sums of non-negative terms: no cancellation).  Any ``q`` gives the same
     plan; these make ``c~`` zero on the exact matching."""
     n, m = x.shape[-1], b.shape[-1]
+    if m == 1:
+        return xp.zeros(tuple(x.shape) + (1,), dtype=x.dtype, device=_device(x))
     present = a > 0
     n_present = xp.sum(xp.astype(present, xp.int64), axis=-1, keepdims=True)
     top = xp.clip(n_present - 1, 0, None)
     ordered = xp.sort(xp.where(present, x, xp.inf), axis=-1)
     ordered = xp.where(xp.arange(n, device=_device(x)) < n_present, ordered, 0.0)
-    if m == 1:
-        return xp.zeros(tuple(x.shape) + (1,), dtype=x.dtype, device=_device(x))
     mass = xp.cumulative_sum(b, axis=-1)[..., :-1]  # the mass below boundary l, (*batch, m - 1)
     lower = xp.clip(xp.astype(xp.ceil(mass), xp.int64) - 1, 0, None)
     upper = xp.astype(xp.floor(mass), xp.int64)
