@@ -271,13 +271,57 @@ def test_sinkhorn_is_doubly_stochastic_and_sums_to_k(backend, rng, dtype):
             assert m.min() >= 0 and m.max() <= 1 + 50 * tol
 
 
+def test_sinkhorn_quantiles_use_three_targets(backend, rng):
+    """Three targets of masses ``(h, 1, p - 1 - h)`` (``h = (p - 1) q``).
+    Closed form for two entries at ``q = 0`` (targets 1 and 2 of mass 1): the
+    2 x 2 plan ``[[1 - s, s], [s, 1 - s]]`` has the cross ratio ``((1 - s) /
+    s)^2 = exp((x_1 - x_0) / T)``, so the quantile is ``(1 - s) x_0 + s x_1``
+    with ``s = sigmoid(-(x_1 - x_0) / (2 T))``; ``q = 1`` mirrors it."""
+    from scipy.special import expit
+
+    x0, x1, t = -0.3, 1.1, 0.8
+    s = expit(-(x1 - x0) / (2 * t))
+    got = backend.to_numpy(softops.soft_quantile(backend.asarray([x1, x0]), [0.0, 1.0], temperature=t,
+                                                 method="sinkhorn"))
+    np.testing.assert_allclose(got, [(1 - s) * x0 + s * x1, s * x0 + (1 - s) * x1], rtol=1e-12)
+    # T -> 0: numpy.quantile's linear rule, with a mask and with infinities.
+    x = rng.normal(size=(3, 17))
+    q = [0.0, 0.13, 0.5, 0.77, 1.0]
+    got = softops.soft_quantile(backend.asarray(x), q, temperature=1e-6, method="sinkhorn")
+    np.testing.assert_allclose(backend.to_numpy(got), np.quantile(x, q, axis=-1), rtol=1e-9, atol=1e-9)
+    keep = rng.random(size=x.shape) < 0.6
+    got = backend.to_numpy(softops.soft_quantile(backend.asarray(x), q, temperature=1e-6, method="sinkhorn",
+                                                 mask=backend.asarray(keep, "bool")))
+    want = np.stack([np.quantile(r[k], q) for r, k in zip(x, keep)], axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    inf = np.array([-np.inf, 1.0, 2.0, np.inf])
+    got = backend.to_numpy(softops.soft_quantile(backend.asarray(inf), [0.0, 0.2, 0.5, 1 / 3, 1.0],
+                                                 temperature=0.5, method="sinkhorn"))
+    np.testing.assert_array_equal(got[[0, 1, 4]], [-np.inf, -np.inf, np.inf])
+    assert 1.0 < got[2] < 2.0 and np.isfinite(got[3])
+    # hard=True is numpy's quantile forward; the gradient in q is the soft one.
+    got = softops.soft_quantile(backend.asarray(x), q, temperature=0.5, method="sinkhorn", hard=True)
+    np.testing.assert_allclose(backend.to_numpy(got), np.quantile(x, q, axis=-1), rtol=1e-12)
+    if backend.differentiable:
+        def quantile(qq):
+            return softops.soft_quantile(backend.asarray(x[0]), qq, temperature=0.4, method="sinkhorn")
+        qq = np.array([0.21, 0.64])
+        c = rng.normal(size=2)
+        g = backend.vjp(quantile, qq, c)
+        e = 1e-6 * np.eye(2)
+        fd = [(backend.to_numpy(quantile(backend.asarray(qq + d))) - backend.to_numpy(quantile(backend.asarray(qq - d))))
+              @ c / 2e-6 for d in e]
+        np.testing.assert_allclose(g, fd, rtol=1e-6)
+
+
 def test_sinkhorn_small_temperature_float32_is_finite_and_exact(backend, rng):
     x = rng.normal(size=(4, 30)).astype(np.float32)
     xs = backend.asarray(x, "float32")
     for t in (1e-3, 1e-8, 1e-30):
         for op in (lambda z: softops.soft_sort(z, temperature=t, method="sinkhorn"),
                    lambda z: softops.soft_rank(z, temperature=t, method="sinkhorn"),
-                   lambda z: softops.soft_topk_mask(z, 5, temperature=t, method="sinkhorn")):
+                   lambda z: softops.soft_topk_mask(z, 5, temperature=t, method="sinkhorn"),
+                   lambda z: softops.soft_quantile(z, [0.1, 0.5], temperature=t, method="sinkhorn")):
             assert np.isfinite(backend.to_numpy(op(xs))).all()
         if backend.differentiable:
             g = backend.vjp(lambda z: softops.soft_sort(z, temperature=t, method="sinkhorn"), x,

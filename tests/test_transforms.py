@@ -161,7 +161,8 @@ for _name in MATRIX_METHODS:
 # transform, and the method's remaining options (descending, ties, row layout)
 # share the MatrixMethod code that the other matrix methods run through every
 # case here.
-_SINKHORN_CASES = {"soft_sort", "soft_rank", "soft_sort-row-temperature", "soft_topk", "soft_quantile-mask",
+_SINKHORN_CASES = {"soft_sort", "soft_rank", "soft_sort-row-temperature", "soft_topk", "soft_quantile",
+                   "soft_quantile-mask",
                    "soft_topk_mask", "soft_topk_mask-k", "soft_topk_mask-mask", "soft_permutation-desc-k",
                    "soft_sort_by-values"}
 for _case in [c for c in CASES if c.endswith("-sinkhorn") and c[: -len("-sinkhorn")] not in _SINKHORN_CASES]:

@@ -59,7 +59,8 @@ __all__ = ["LapSum", "NeuralSort", "Permutahedron", "Sinkhorn", "SoftSort", "Sor
 #   sort_rows(backend, x, temperature, descending),
 #   rank_rows(backend, x, temperature, descending) and
 #   temperature_for(tau, spacing, op) (Relative(tau)),
-# optionally topk_mask_rows(backend, x, k, temperature, largest) and, for the
+# optionally topk_mask_rows(backend, x, k, temperature, largest),
+# quantile_rows(backend, x, q, temperature, mask) and, for the
 # methods that build a soft permutation matrix (softops.methods._matrix),
 #   permutation_rows(backend, x, temperature, descending),
 # on rows of shape (*batch, n); a string names the method's default config.

@@ -6,7 +6,8 @@ r"""Differentiable top-k and quantiles: ``soft_topk``, ``soft_topk_mask``,
   units of ``x``, that merged sorted values keep): the top-k values are its first
   ``k`` entries (descending for the largest), a quantile is its linear
   interpolation at position ``(n - 1) q`` (``torch.quantile``'s "linear" rule,
-  read with ``softops.lookup``).
+  read with ``softops.lookup``); a method with ``quantile_rows`` (Sinkhorn's
+  three targets) supplies its own quantiles.
 * ``soft_topk_mask`` projects ``x / T`` (as ``soft_rank`` does) onto the
   *capped simplex* ``{m in [0, 1]^n : sum m = k}``, which is the permutahedron
   of ``w = (1, ..., 1, k - floor, 0, ..., 0)`` (Blondel, Teboul, Berthet &
@@ -272,7 +273,10 @@ def soft_quantile(
     ``len(q)``.  ``hard=True`` returns the exact quantile with the soft gradient.
     ``mask`` (boolean, broadcastable to ``x``, True = present): each row's
     quantile of its ``p`` present entries (position ``(p - 1) q``; NaN for a
-    row with none, as ``torch.nanquantile`` of an all-NaN row).
+    row with none, as ``torch.nanquantile`` of an all-NaN row).  A sort method
+    that defines ``quantile_rows(backend, x, q, temperature, mask)`` computes
+    its own quantiles instead of reading its sort (Sinkhorn: three targets per
+    ``q``, ``O(n)`` per iteration instead of ``O(n^2)``).
 
     Example::
 
@@ -285,22 +289,42 @@ def soft_quantile(
     """
     x = as_float_array(x)
     check_flag(keepdims, "keepdims")
-    p, rows, m = _rows(x, axis, False, temperature, method, hard, "sort_rows", _exact_sort, mask)
-    xp = p.xp
-    q = _check_q(q, p.backend, rows.dtype, p.backend.device(rows))
-    if m is None:
-        out = lookup(rows, q * (rows.shape[-1] - 1), axis=-1)
+    own = getattr(resolve_method(method), "quantile_rows", None)
+    if own is None:
+        p, rows, m = _rows(x, axis, False, temperature, method, hard, "sort_rows", _exact_sort, mask)
+        q = _check_q(q, p.backend, rows.dtype, p.backend.device(rows))
+        out = _read_quantiles(p.backend, rows, q, m)
     else:
-        # Each row's quantile of its present entries (NaN for a row with none).
-        n = present_count(xp, m, rows.dtype)
-        out = lookup_along_axis(clear_slots(p.backend, rows, m), q * xp.clip(n - 1, min=0.0), axis=-1)
-        out = xp.where(n > 0, out, math.nan)
-        out = out[..., 0] if q.ndim == 0 else out
+        # The method's own quantiles (e.g. Sinkhorn's three targets per q).
+        check_flag(hard, "hard")
+        p, m = prepare_sorting(x, axis, temperature, resolve_method(method), "sort", mask, last_value(False))
+        q = _check_q(q, p.backend, p.x.dtype, p.backend.device(p.x))
+        out = own(p.backend, p.x, q, p.temperature, m)
+        if m is not None:
+            count = present_count(p.xp, m, out.dtype)
+            out = p.xp.where((count if q.ndim else count[..., 0]) > 0, out, math.nan)
+        if hard:
+            exact = _read_quantiles(p.backend, _exact_sort(p.xp, p.x, False), q, m)
+            out = straight_through(p.backend, exact, out)
+    xp = p.xp
     vector = q.ndim == 1
     out = p.layout.restore_reduced(xp, out, keepdims=keepdims, trailing=int(vector))
     if vector:
         out = move_axis(xp, out, -1, 0)
     return p.output(out)
+
+
+def _read_quantiles(backend, rows, q, m):
+    """Sorted rows ``(*batch, n)`` read at ``(p - 1) q`` by linear interpolation
+    (``p`` = n, or each row's present count under the mask ``m``; NaN for a
+    row with none): ``(*batch)`` for a 0-d ``q``, ``(*batch, nq)`` for 1-D."""
+    xp = backend.xp
+    if m is None:
+        return lookup(rows, q * (rows.shape[-1] - 1), axis=-1)
+    n = present_count(xp, m, rows.dtype)
+    out = lookup_along_axis(clear_slots(backend, rows, m), q * xp.clip(n - 1, min=0.0), axis=-1)
+    out = xp.where(n > 0, out, math.nan)
+    return out[..., 0] if q.ndim == 0 else out
 
 
 def soft_median(x, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False, mask=None):

@@ -64,17 +64,7 @@ class MatrixMethod(abc.ABC):
     def sort_rows(self, backend: Backend, x, temperature, descending: bool):
         xp = backend.xp
         p, first, last, finite_x = _full_matrix(self, backend, x, temperature, descending)
-        values = xp.matmul(p, finite_x[..., None])[..., 0]
-        # The derivative taken around the value v_s (held constant), as in
-        # soft_max: sum_j P_sj x_j has the same derivatives of every order as
-        # v_s + sum_j P_sj (x_j - v_s) (rows sum to 1), whose terms stay
-        # finite next to the dtype's maximum (halved; weight-0 entries
-        # dropped), so a saturated row's gradient is exactly its weights.
-        sg = backend.stop_gradient
-        value = sg(values)
-        offset = xp.where(p > 0, finite_x[..., None, :] / 2 - value[..., :, None] / 2, 0.0)
-        tangent = 2 * xp.sum(p * offset, axis=-1)
-        values = value + (tangent - sg(tangent))
+        values = weighted_values(backend, p, finite_x)
         low, high = (xp.inf, -xp.inf) if descending else (-xp.inf, xp.inf)
         return xp.where(first, low, xp.where(last, high, values))
 
@@ -98,6 +88,21 @@ class MatrixMethod(abc.ABC):
         p = _full_matrix(self, backend, x, temperature, largest)[0]
         w = topk_slot_weights(backend, x, k)
         return xp.matmul(w[..., None, :], p)[..., 0, :]
+
+
+def weighted_values(backend: Backend, p, x):
+    """``P @ x`` for weights ``p`` (``(*batch, s, n)``, rows summing to 1 or 0)
+    and finite rows ``x`` (``(*batch, n)``), differentiated around the value
+    ``v_s`` (held constant), as in soft_max: ``sum_j P_sj x_j`` has the same
+    derivatives of every order as ``v_s + sum_j P_sj (x_j - v_s)``, whose terms
+    stay finite next to the dtype's maximum (halved; weight-0 entries
+    dropped), so a saturated row's gradient is exactly its weights."""
+    xp = backend.xp
+    sg = backend.stop_gradient
+    value = sg(xp.matmul(p, x[..., None])[..., 0])
+    offset = xp.where(p > 0, x[..., None, :] / 2 - value[..., :, None] / 2, 0.0)
+    tangent = 2 * xp.sum(p * offset, axis=-1)
+    return value + (tangent - sg(tangent))
 
 
 def infinity_groups(xp, y):
