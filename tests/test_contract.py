@@ -111,6 +111,16 @@ def test_all_infinite_row(backend):
         np.testing.assert_array_equal(backend.to_numpy(softops.soft_sort(x, method=m)), [[-INF] * 3])
 
 
+@pytest.mark.parametrize("method", list(METHODS))
+def test_quantiles_next_to_infinities(backend, method):
+    """The linear rule's value at an integer position is that slot's (never
+    ``(1 - 0) s + 0 inf = NaN``); a position that reaches an infinity is it."""
+    x = backend.asarray(np.array([[-INF, 1.0, 2.0, INF], [1.0, 2.0, 3.0, INF]]))
+    got = backend.to_numpy(softops.soft_quantile(x, [0.0, 0.2, 2 / 3, 0.9, 1.0], temperature=1e-4,
+                                                 method=METHODS[method]))
+    np.testing.assert_allclose(got.T, [[-INF, -INF, 2.0, INF, INF], [1.0, 1.6, 3.0, INF, INF]], rtol=1e-6)
+
+
 # --- empty batches ------------------------------------------------------------------
 
 
