@@ -392,7 +392,7 @@ def test_torch_transform(name, transform):
 
 # Sinkhorn under JAX: each case compiles its Newton solves for every transform
 # (5-10 s a test on 2 cores); the operations' other inputs run under torch.
-_SINKHORN_JAX = {"soft_sort", "soft_rank", "soft_topk_mask-k", "soft_sort_by-values"}
+_SINKHORN_JAX = {"soft_sort", "soft_rank", "soft_topk_mask-k", "soft_quantile", "soft_sort_by-values"}
 JAX_CASES = [name for name in CASES
              if not name.endswith("-sinkhorn") or name[: -len("-sinkhorn")] in _SINKHORN_JAX]
 

@@ -289,7 +289,8 @@ def soft_quantile(
     """
     x = as_float_array(x)
     check_flag(keepdims, "keepdims")
-    own = getattr(resolve_method(method), "quantile_rows", None)
+    config = resolve_method(method)
+    own = getattr(config, "quantile_rows", None)
     if own is None:
         p, rows, m = _rows(x, axis, False, temperature, method, hard, "sort_rows", _exact_sort, mask)
         q = _check_q(q, p.backend, rows.dtype, p.backend.device(rows))
@@ -297,7 +298,7 @@ def soft_quantile(
     else:
         # The method's own quantiles (e.g. Sinkhorn's three targets per q).
         check_flag(hard, "hard")
-        p, m = prepare_sorting(x, axis, temperature, resolve_method(method), "sort", mask, last_value(False))
+        p, m = prepare_sorting(x, axis, temperature, config, "sort", mask, last_value(False))
         q = _check_q(q, p.backend, p.x.dtype, p.backend.device(p.x))
         out = own(p.backend, p.x, q, p.temperature, m)
         if m is not None:
