@@ -119,6 +119,9 @@ def test_quantiles_next_to_infinities(backend, method):
     got = backend.to_numpy(softops.soft_quantile(x, [0.0, 0.2, 2 / 3, 0.9, 1.0], temperature=1e-4,
                                                  method=METHODS[method]))
     np.testing.assert_allclose(got.T, [[-INF, -INF, 2.0, INF, INF], [1.0, 1.6, 3.0, INF, INF]], rtol=1e-6)
+    # The mechanism: a linear read's zero-weight tap adds nothing at an infinite sample.
+    row = backend.asarray(np.array([1.0, 2.0, 3.0, INF]))
+    np.testing.assert_array_equal(backend.to_numpy(softops.lookup(row, 2.0)), 3.0)
 
 
 # --- empty batches ------------------------------------------------------------------

@@ -128,6 +128,10 @@ def interpolate(xp, combos, gather):
         if inside is not None:
             values = xp.where(xp.reshape(inside, inside.shape + (1,) * extra), values, 0.0)
         if weight is not None:
-            values = values * xp.reshape(weight, weight.shape + (1,) * extra)
+            w = xp.reshape(weight, weight.shape + (1,) * extra)
+            # A tap of weight exactly 0 adds nothing, also at an infinite
+            # sample (0 * inf would be NaN: a read at an integer position
+            # next to an infinity is that sample's value).
+            values = xp.where((w == 0) & xp.isinf(values), 0.0, values) * w
         total = values if total is None else total + values
     return total

@@ -320,27 +320,15 @@ def _read_quantiles(backend, rows, q, m):
     (``p`` = n, or each row's present count under the mask ``m``; NaN for a
     row with none): ``(*batch)`` for a 0-d ``q``, ``(*batch, nq)`` for 1-D."""
     xp = backend.xp
-    n = rows.shape[-1]
     if m is None:
-        h = xp.broadcast_to(q * (n - 1), tuple(rows.shape[:-1]) + tuple(q.shape))
-        out = lookup(rows, q * (n - 1), axis=-1)
+        out = lookup(rows, q * (rows.shape[-1] - 1), axis=-1)
     else:
         count = present_count(xp, m, rows.dtype)
-        rows = clear_slots(backend, rows, m)
-        h = q * xp.clip(count - 1, min=0.0)
-        out = lookup_along_axis(rows, h, axis=-1)
+        out = lookup_along_axis(clear_slots(backend, rows, m), q * xp.clip(count - 1, min=0.0), axis=-1)
         out = xp.where(count > 0, out, math.nan)
         if q.ndim == 0:
-            out, h = out[..., 0], h[..., 0]
-    # At an integer position the linear rule is that slot's value: next to an
-    # infinite neighbour, (1 - 0) s + 0 inf would be NaN.
-    flat = h if q.ndim else h[..., None]
-    low = xp.astype(xp.clip(xp.floor(flat), 0, n - 1), xp.int32)
-    slot = xp.take_along_axis(rows, low, axis=-1)
-    near = xp.take_along_axis(rows, xp.clip(low + 1, max=n - 1), axis=-1)
-    slot, near = (slot, near) if q.ndim else (slot[..., 0], near[..., 0])
-    exact = (h == xp.floor(h)) & xp.isnan(out) & (xp.isinf(slot) | xp.isinf(near))
-    return xp.where(exact, slot, out)
+            out = out[..., 0]
+    return out
 
 
 def soft_median(x, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False, mask=None):
