@@ -176,13 +176,13 @@ def _torchsort(op, T):
     return build
 
 
-def _softtorch(op, T):
+def _softtorch(op, T, method="fast_soft_sort", mode="c0"):
     def build(n):
         import softtorch
         if op == "rank":
-            return lambda v: softtorch.rank(v, dim=-1, softness=T, mode="c0", method="fast_soft_sort",
+            return lambda v: softtorch.rank(v, dim=-1, softness=T, mode=mode, method=method,
                                             descending=False, standardize=False)
-        return lambda v: softtorch.sort(v, dim=-1, softness=T, mode="c0", method="fast_soft_sort",
+        return lambda v: softtorch.sort(v, dim=-1, softness=T, mode=mode, method=method,
                                         standardize=False, return_indices=False).values
     return build
 
@@ -224,6 +224,28 @@ def _ott(op):
         from ott.tools import soft_sort
         f = soft_sort.ranks if op == "rank" else soft_sort.sort
         return lambda v: f(v, axis=-1, implicit_diff=None, initializer=DefaultInitializer())
+    return build
+
+
+def _softops_sinkhorn_as_ott(op):
+    """softops' Sinkhorn on ott-jax's own problem: values squashed to [0, 1]
+    (sigmoid of the whitened row, ott's default squashing), targets j / (n - 1)
+    at epsilon 1e-2 with masses 1 / n, which is softops' problem (unit masses,
+    targets j, cost -x y) at T = (n - 1) epsilon / 2 (Cuturi et al. 2019: the
+    squared-Euclidean cost's x^2 and y^2 terms go into the potentials); ott's
+    threshold 1e-3 on the l1 marginal error is met by softops' tolerance 1e-3
+    per unit mass."""
+    def build(n):
+        import jax
+        import softops
+        f = getattr(softops, f"soft_{op}")
+        method = softops.Sinkhorn(tolerance=1e-3)
+        T = (n - 1) * 1e-2 / 2
+
+        def squashed(v):
+            z = (v - v.mean(axis=-1, keepdims=True)) / (v.std(axis=-1, keepdims=True) + 1e-10)
+            return f(jax.nn.sigmoid(z), axis=-1, temperature=T, method=method)
+        return squashed
     return build
 
 
@@ -285,6 +307,8 @@ def _softops_methods(fw, op, T):
     for name, config in SORT_METHODS.items():
         quadratic = getattr(config, "has_matrix", False) and name != "network"
         out.append(Contender(fw, f"softops {name}", op, _softops(fw, op, name, T), quadratic=quadratic))
+        if name == "network":  # the default is odd-even (O(n^2) work); diffsort's peer is bitonic
+            out.append(Contender(fw, "softops network bitonic", op, _softops(fw, op, config("bitonic"), T)))
     return out
 
 
@@ -295,12 +319,18 @@ def contenders(ops, frameworks, T):
             out += _softops_methods("torch", op, T) + [
                 Contender("torch", "torchsort l2", op, _torchsort(op, T)),
                 Contender("torch", "softtorch fast_soft_sort c0", op, _softtorch(op, T)),
+                Contender("torch", "softtorch neuralsort", op, _softtorch(op, T, "neuralsort", "smooth"),
+                          quadratic=True),
+                Contender("torch", "softtorch softsort", op, _softtorch(op, T, "softsort", "smooth"),
+                          quadratic=True),
             ]
             if op == "sort":
                 out.append(Contender("torch", "diffsort bitonic", op, _diffsort, quadratic=True))
         if "jax" in frameworks:
             out += _softops_methods("jax", op, T) + [
                 Contender("jax", "ott-jax", op, _ott(op), quadratic=True),
+                Contender("jax", "softops sinkhorn at ott's epsilon", op, _softops_sinkhorn_as_ott(op),
+                          quadratic=True),
                 Contender("jax", "jaxopt isotonic", op, _jaxopt(op, T), quadratic=True),
                 Contender("jax", "softjax fast_soft_sort c0", op, _softjax(op, T)),
             ]
@@ -320,8 +350,11 @@ RATIOS = [
     ("jax: ott-jax", "jax: softops permutahedron", ">= 100 at n = 1024 (speed-up)"),
     ("jax: jaxopt isotonic", "jax: softops permutahedron", ">= 100 at n = 1024 (speed-up)"),
     ("jax: softops lapsum", "jax: jnp.sort (fwd)", "<= 3"),
-    ("torch: diffsort bitonic", "torch: softops network", ">= 20 at n = 128 (speed-up)"),
+    ("torch: diffsort bitonic", "torch: softops network bitonic", ">= 20 at n = 128 (speed-up)"),
     ("jax: ott-jax", "jax: softops sinkhorn", ">= 10 at n = 128 and 1024 (speed-up)"),
+    ("jax: ott-jax", "jax: softops sinkhorn at ott's epsilon", ">= 10 at n = 128 and 1024 (speed-up)"),
+    ("torch: softops neuralsort", "torch: softtorch neuralsort", "<= 1.0 at n = 128 and 1024"),
+    ("torch: softops softsort", "torch: softtorch softsort", "<= 1.0 at n = 128 and 1024"),
 ]
 
 

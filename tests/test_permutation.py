@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from harness import MATRIX_METHODS
@@ -381,3 +383,78 @@ def test_sinkhorn_without_newton_agrees_where_it_converges(backend, rng):
         got = backend.to_numpy(softops.soft_rank(backend.asarray(x), temperature=t,
                                                  method=softops.Sinkhorn(newton=False, max_iterations=5000)))
         np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+# --- the sorting networks' kernel (softops._kernels.network) -----------------------
+
+
+def _network_value_and_grads(harness, f, x, t, k, cot):
+    """``f(x, t, k)`` and, in PyTorch (whose first-order reverse mode is the
+    kernel's own backward; JAX transposes the array code), the gradients of
+    ``sum(f * cot)`` for ``x``, the per-row ``t`` and the 0-d ``k``."""
+    if harness.name != "torch":
+        return harness.to_numpy(f(*(harness.asarray(a) for a in (x, t, k)))), []
+    torch = harness.torch
+    args = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, t, k)]
+    out = f(*args)
+    loss = (out * torch.as_tensor(cot)).sum()
+    grads = torch.autograd.grad(loss, args, allow_unused=True) if loss.requires_grad else [None] * 3
+    return out.detach().numpy(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(args, grads)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="the kernel needs numba")
+@pytest.mark.parametrize("method", NETWORKS, ids=lambda m: f"{m.network}-{m.sigmoid}")
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
+def test_network_kernel_is_its_array_code(backend, monkeypatch, rng, method, n):
+    """On CPU the network runs as a numba kernel with a hand-written backward;
+    the array code (which every other transform differentiates) computes the
+    same function: sort, ranks and top-k masks, their gradients in x, the
+    per-row temperature and k, to rounding.  Rows with ties, -inf / +inf,
+    values at +-1e30 and temperatures down to 1e-30 (clipped comparators)."""
+    x = rng.normal(size=(5, n))
+    x[1] = np.round(x[1])  # ties
+    x[2, : n // 2] = -np.inf
+    x[2, n - 1] = np.inf if n > 2 else x[2, n - 1]
+    x[3] *= 1e30
+    t = np.array([0.7, 0.3, 1.1, 1.0, 1e-30])
+    k = np.array(min(2.5, n - 0.3))
+    cot = np.cos(np.arange(x.size) * 1.3).reshape(x.shape)
+    ops = {"sort": lambda a, tt, kk: softops.soft_sort(a, temperature=tt, method=method),
+           "rank": lambda a, tt, kk: softops.soft_rank(a, temperature=tt, method=method, descending=True),
+           "mask": lambda a, tt, kk: softops.soft_topk_mask(a, kk, temperature=tt, method=method)}
+    backend_class = type(softops._backend.backend_of(backend.asarray(x)))
+    for name, op in ops.items():
+        got, got_g = _network_value_and_grads(backend, op, x, t, k, np.where(np.isinf(x), 0, cot)
+                                              if name == "sort" else cot)
+        with monkeypatch.context() as m:
+            m.setattr(backend_class, "cpu_kernels", lambda self, a: False)
+            want, want_g = _network_value_and_grads(backend, op, x, t, k, np.where(np.isinf(x), 0, cot)
+                                                    if name == "sort" else cot)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)
+        for what, g, w in zip(("x", "T", "k"), got_g, want_g):
+            assert np.isfinite(g).all(), (name, what)
+            for row in range(len(np.atleast_1d(w))):  # each row at its own scale
+                g_row, w_row = np.atleast_1d(g)[row], np.atleast_1d(w)[row]
+                np.testing.assert_allclose(g_row, w_row, rtol=1e-9, atol=1e-9 * (1 + np.abs(w_row).max()),
+                                           err_msg=f"{name} d/d{what}, row {row}")
+    if backend.name == "torch" and n > 1:  # NaN rows: NaN values and gradients, other rows untouched
+        torch = backend.torch
+        y = torch.tensor(np.stack([np.where(np.arange(n) == 0, np.nan, x[0]), x[0]]), requires_grad=True)
+        s = softops.soft_rank(y, method=method)
+        s.sum().backward()
+        assert torch.isnan(s[0]).all() and torch.isnan(y.grad[0]).all()
+        assert torch.isfinite(s[1]).all() and torch.isfinite(y.grad[1]).all()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="the kernel needs numba")
+def test_network_kernel_broadcasts_one_row_over_row_temperatures(backend):
+    """One row against a temperature per row (the kernel reads the row in
+    place) equals each temperature on its own."""
+    x = np.array([0.3, -1.2, 2.0, 0.5, 0.5])
+    t = np.array([0.1, 1.0, 3.0])
+    for op in (softops.soft_sort, softops.soft_rank):
+        got = backend.to_numpy(op(backend.asarray(np.tile(x, (3, 1))), temperature=backend.asarray(t),
+                                  method="network"))
+        for i, ti in enumerate(t):
+            want = backend.to_numpy(op(backend.asarray(x), temperature=float(ti), method="network"))
+            np.testing.assert_allclose(got[i], want, rtol=1e-13)

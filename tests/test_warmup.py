@@ -15,18 +15,19 @@ pytest.importorskip("numba")
 CODE = r"""
 import numpy as np
 import softops
-from softops._kernels import isotonic, lapsum, rowsort, warmup
+from softops._kernels import isotonic, lapsum, network, rowsort, warmup
 
 def signatures():
-    kernels = (*isotonic._numba_kernels(), *lapsum._numba_kernels(), rowsort._compiled())
-    return {k.py_func.__name__: set(k.signatures) for k in kernels}
+    kernels = (*isotonic._numba_kernels(), *lapsum._numba_kernels(), *network._numba_kernels(), rowsort._compiled())
+    return {k.py_func.__module__ + "." + k.py_func.__name__: set(k.signatures) for k in kernels}
 
 warmup.warmup(progress=False)
 before = signatures()
 ops = [lambda x, m: softops.soft_rank(x, method=m), lambda x, m: softops.soft_sort(x, method=m),
        lambda x, m: softops.soft_topk(x, 2, method=m), lambda x, m: softops.soft_topk_mask(x, 2, method=m),
        lambda x, m: softops.soft_quantile(x, 0.3, method=m)]
-methods = ["permutahedron", softops.Permutahedron(regularization="kl"), "lapsum"]
+methods = ["permutahedron", softops.Permutahedron(regularization="kl"), "lapsum", "network",
+           softops.SortingNetwork("bitonic", "cauchy")]
 data = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]])
 import torch
 for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):

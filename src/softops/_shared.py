@@ -14,6 +14,21 @@ def straight_through(backend, hard, soft):
     return backend.stop_gradient(hard) + delta
 
 
+def per_row(backend, x, a):
+    """A float or array ``a`` (broadcastable to ``x.shape[:-1]``, or of shape
+    ``(*batch, 1)``) as an array of ``x``'s dtype with one axis per batch axis
+    of ``x`` (the kernels broadcast it; vmap adds the same leading axis to all)."""
+    xp = backend.xp
+    shape = (1,) * (x.ndim - 1)
+    if isinstance(a, (int, float)):
+        return xp.full(shape, float(a), dtype=x.dtype, device=backend.device(x))
+    if a.dtype != x.dtype:
+        a = xp.astype(a, x.dtype)
+    if a.ndim == x.ndim:
+        return a[..., 0]
+    return xp.reshape(a, (1,) * (x.ndim - 1 - a.ndim) + tuple(a.shape)) if a.ndim < x.ndim - 1 else a
+
+
 _PLAIN = (list, tuple, int, float)
 
 

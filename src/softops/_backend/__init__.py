@@ -24,6 +24,11 @@ framework:
   kernel of ``softops._kernels.isotonic`` on the framework's arrays (numba on
   CPU, called without a copy; accelerator arrays make a host round trip until
   a device kernel fills that slot);
+* ``cpu_kernels(x)`` / ``kernel(host, arrays, static)``: whether softops' numba
+  kernels run for ``x`` (CPU arrays, numba installed), and a host kernel
+  registered with ``register_kernel`` called on the framework's arrays (NumPy
+  in, NumPy out: zero-copy on CPU; a ``torch.library`` custom operator with
+  shapes and a vmap rule for PyTorch, ``jax.pure_callback`` for JAX);
 * ``lapsum_kernel(x)``, ``lapsum_forward`` / ``lapsum_backward``: whether the
   LapSum kernels of ``softops._kernels.lapsum`` run for ``x`` (numba, CPU
   arrays only; elsewhere LapSum uses its vectorised twin), and the kernels on
@@ -39,7 +44,7 @@ import abc
 import sys
 from typing import Any, Callable
 
-__all__ = ["Backend", "backend_of", "register_opaque"]
+__all__ = ["Backend", "backend_of", "register_kernel", "register_opaque"]
 
 
 def register_opaque(kernel, like):
@@ -54,6 +59,20 @@ def register_opaque(kernel, like):
         torch_ops.register_opaque(name, kernel, like)
 
 
+def register_kernel(host, shapes):
+    """Register the NumPy function ``host(*arrays, *static) -> tuple of arrays``
+    for ``Backend.kernel``.  ``shapes(array_shapes, *static)`` gives each
+    output's ``(shape, dtype)``, the dtype as the index of the input whose
+    dtype it takes or a NumPy dtype name.  ``host`` must accept a leading
+    size-1 or vmapped axis on any input (inputs share their number of batch
+    axes and broadcast them) and return new arrays."""
+    KERNEL_NAMES[host] = name = f"{host.__module__}.{host.__qualname__}"
+    KERNELS[name] = (host, shapes)
+    return host
+
+
+KERNELS: dict = {}
+KERNEL_NAMES: dict = {}
 _OPAQUE: list = []
 OPAQUE_NAMES: dict = {}
 OPAQUE_LIKE: dict = {}
@@ -141,6 +160,15 @@ class Backend(abc.ABC):
         on the host (NumPy, no compilation of the loop), on an accelerator
         as ``jax.lax.while_loop``."""
         return tuple(kernel(self.xp, *arrays, *static))
+
+    def cpu_kernels(self, x) -> bool:
+        """Whether softops' numba kernels run for ``x`` (else the array code does)."""
+        return False
+
+    def kernel(self, host, arrays: tuple, static: tuple = ()) -> tuple:
+        """``host(*arrays, *static)`` (``register_kernel``) on the framework's
+        arrays, value only; works under the framework's jit, vmap and compile."""
+        return tuple(host(*arrays, *static))
 
     def logsumexp(self, z, axis: int):
         """``log(sum(exp(z), axis))`` computed stably; ``-inf`` where every

@@ -139,6 +139,25 @@ class JaxBackend(Backend):
 
         return jax_ops.isotonic_backward(z, w, scale, start, g, kl, order, unsort, need)
 
+    def cpu_kernels(self, x):
+        from softops._kernels.lapsum import HAVE_NUMBA
+
+        return HAVE_NUMBA and self._on_cpu(x)
+
+    def kernel(self, host, arrays, static=()):
+        import numpy as np
+
+        from softops._backend import KERNEL_NAMES, KERNELS
+
+        shapes = KERNELS[KERNEL_NAMES[host]][1]([tuple(a.shape) for a in arrays], *static)
+        results = tuple(jax.ShapeDtypeStruct(shape, arrays[d].dtype if isinstance(d, int) else jnp.dtype(d))
+                        for shape, d in shapes)
+
+        def on_host(*values):
+            return tuple(host(*(np.asarray(v) for v in values), *static))
+
+        return tuple(jax.pure_callback(on_host, results, *arrays, vmap_method="expand_dims"))
+
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA
 

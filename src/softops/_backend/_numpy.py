@@ -61,6 +61,11 @@ class NumpyBackend(Backend):
         return backward_numpy(z, w, scale, start, g, kl, order, unsort, need)
 
 
+    def cpu_kernels(self, x):
+        from softops._kernels.lapsum import HAVE_NUMBA
+
+        return HAVE_NUMBA
+
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA
 

@@ -197,6 +197,17 @@ class TorchBackend(Backend):
         gz, gw, gc = torch_ops.call(torch_ops.isotonic_backward, z, w, scale, start, g, kl, order, unsort or "", *need)
         return (gz if need[0] else None), (gw if need[1] else None), gc
 
+    def cpu_kernels(self, x):
+        from softops._kernels.lapsum import HAVE_NUMBA
+
+        return HAVE_NUMBA and x.device.type == "cpu"
+
+    def kernel(self, host, arrays, static=()):
+        from softops._backend import KERNEL_NAMES
+        from softops._kernels import torch_ops
+
+        return tuple(torch_ops.call_kernel(KERNEL_NAMES[host], list(arrays), [float(s) for s in static]))
+
     def lapsum_kernel(self, x):
         from softops._kernels.lapsum import HAVE_NUMBA
 

@@ -265,6 +265,47 @@ torch.library.register_vmap("softops::lapsum_forward", _lapsum_vmap_forward)
 torch.library.register_vmap("softops::lapsum_backward", _lapsum_vmap_backward)
 
 
+# --- host kernels (Backend.kernel, softops._backend.register_kernel) -----------------
+# One operator for every registered NumPy host kernel, looked up by name: the
+# kernel's shape function gives register_fake its outputs, and vmap adds the
+# vmapped axis in front of every input (the host kernels broadcast it).
+
+
+def _kernel_entry(name):
+    from softops._backend import KERNELS
+
+    return KERNELS[name]
+
+
+@_custom_op("softops::kernel")
+def kernel(name: str, arrays: list[torch.Tensor], static: list[float]) -> list[torch.Tensor]:
+    host, _ = _kernel_entry(name)
+    device = arrays[0].device
+    out = host(*(_host(a) for a in arrays), *static)
+    return [torch.from_numpy(o).to(device) for o in out]
+
+
+@kernel.register_fake
+def _(name, arrays, static):
+    _, shapes = _kernel_entry(name)
+    specs = shapes([tuple(a.shape) for a in arrays], *static)
+    return [arrays[0].new_empty(shape, dtype=arrays[d].dtype if isinstance(d, int) else getattr(torch, d))
+            for shape, d in specs]
+
+
+def _kernel_vmap(info, in_dims, name, arrays, static):
+    out = kernel(name, _batch_first(arrays, in_dims[1]), static)
+    return out, [0] * len(out)
+
+
+torch.library.register_vmap("softops::kernel", _kernel_vmap)
+
+
+def call_kernel(name, arrays, static):
+    """``kernel(name, arrays, static)``, its body directly in plain eager code."""
+    return _BODIES[kernel](name, arrays, static) if _plain(arrays) else kernel(name, arrays, static)
+
+
 # --- opaque solvers (Backend.opaque) ------------------------------------------------
 # A value-only solver registered by name: under torch.compile it runs as one
 # opaque operator (dynamo does not trace its data-dependent loop); the outputs

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from softops._kernels import isotonic, lapsum, rowsort
+from softops._kernels import isotonic, lapsum, network, rowsort
 
 __all__ = ["tasks", "warmup"]
 
@@ -41,6 +41,16 @@ def _lapsum(dtype):
         lapsum.backward(op, y, order, t, aux, gaps, np.ones_like(out), k)
 
 
+def _network(dtype):
+    y = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
+    t = np.ones(2, dtype)
+    for net in (0, 1):
+        out, zs = network.sort_forward(y, t, net, 0)
+        network.sort_backward(y, t, zs, np.ones_like(out), net, 0, True)
+        out, zs, ds = network.columns_forward(y, t, np.ones_like(y), net, 0)
+        network.columns_backward(y, t, np.ones_like(y), zs, ds, np.ones_like(out), net, 0, True)
+
+
 def _rowsort(dtype):
     rowsort.sort_rows(np.array([[0.3, -1.2, 2.0, 0.5]], dtype))
 
@@ -52,6 +62,7 @@ def tasks():
         name = np.dtype(dtype).name
         out += [(f"permutahedron {name}", lambda d=dtype: _isotonic(d)),
                 (f"lapsum {name}", lambda d=dtype: _lapsum(d)),
+                (f"sorting network {name}", lambda d=dtype: _network(d)),
                 (f"row sort {name}", lambda d=dtype: _rowsort(d))]
     return out
 

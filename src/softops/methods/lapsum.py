@@ -74,6 +74,7 @@ from dataclasses import dataclass
 
 from softops._axis import sum_to
 from softops._backend import Backend, backend_of
+from softops._shared import per_row
 
 __all__ = ["LapSum"]
 
@@ -357,34 +358,19 @@ def _kernel_op(backend: Backend, op: str, temperature):
     return backend.custom_derivative(*_KERNEL_OPS[op, not isinstance(temperature, float)])
 
 
-def _per_row(backend: Backend, x, a):
-    """A float or array ``a`` (broadcastable to ``x.shape[:-1]``, or of shape
-    ``(*batch, 1)``) as an array of ``x``'s dtype with one axis per batch axis
-    of ``x`` (the kernels broadcast it; vmap adds the same leading axis to all)."""
-    xp = backend.xp
-    shape = (1,) * (x.ndim - 1)
-    if isinstance(a, (int, float)):
-        return xp.full(shape, float(a), dtype=x.dtype, device=backend.device(x))
-    if a.dtype != x.dtype:
-        a = xp.astype(a, x.dtype)
-    if a.ndim == x.ndim:
-        return a[..., 0]
-    return xp.reshape(a, (1,) * (x.ndim - 1 - a.ndim) + tuple(a.shape)) if a.ndim < x.ndim - 1 else a
-
-
 def kernel_rank_rows(backend: Backend, x, temperature, descending: bool):
     """``rank_rows`` by the kernel (``descending``: the ranks of ``-x``)."""
     op = _kernel_op(backend, "rank", temperature)
-    return op(-x if descending else x, _per_row(backend, x, temperature))
+    return op(-x if descending else x, per_row(backend, x, temperature))
 
 
 def kernel_sort_rows(backend: Backend, x, temperature, descending: bool):
     """``sort_rows`` by the kernel."""
-    s = _kernel_op(backend, "sort", temperature)(x, _per_row(backend, x, temperature))
+    s = _kernel_op(backend, "sort", temperature)(x, per_row(backend, x, temperature))
     return backend.xp.flip(s, axis=-1) if descending else s
 
 
 def kernel_topk_mask_rows(backend: Backend, x, k, temperature, largest: bool):
     """``topk_mask_rows`` by the kernel (smallest: the largest of ``-x``)."""
     op = _kernel_op(backend, "mask", temperature)
-    return op(x if largest else -x, _per_row(backend, x, temperature), _per_row(backend, x, k))
+    return op(x if largest else -x, per_row(backend, x, temperature), per_row(backend, x, k))

@@ -54,7 +54,9 @@ import functools
 import math
 from dataclasses import dataclass
 
-from softops._backend import Backend
+from softops._axis import sum_to
+from softops._backend import Backend, backend_of
+from softops._shared import per_row
 from softops._validate import check_choice
 from softops.methods._matrix import MatrixMethod, infinity_groups, topk_slot_weights
 
@@ -116,7 +118,11 @@ def _sigmoid(xp, name: str, z):
     if name == "cauchy":
         return 0.5 + xp.atan(math.pi * z) / math.pi
     if name == "reciprocal":
-        return 0.5 + z / (1 + 2 * xp.abs(z))
+        # 1 - 1 / (2 + 4 z) above 0, 1 / (2 - 4 z) below: = 1/2 + z / (1 + 2 |z|),
+        # in a form whose derivative 1 / (1 + 2 |z|)^2 autodiff forms without
+        # cancellation (the plain form's is 1/q - 2 |z| / q^2: 0 or noise at |z| ~ 1e30).
+        up = z >= 0
+        return xp.where(up, 1 - 0.5 / (1 + 2 * xp.where(up, z, 0.0)), 0.5 / (1 - 2 * xp.where(up, 0.0, z)))
     small = xp.abs(z) <= 0.25
     safe = xp.where(small, 1.0, z)
     return xp.where(small, z + 0.5, xp.where(z > 0, 1 - 1 / (16 * safe), -1 / (16 * safe)))
@@ -249,27 +255,96 @@ class SortingNetwork(MatrixMethod):
         return xp.where((slot < s["count"])[..., :, None] & present[..., None, :], m, 0.0)
 
     def sort_rows(self, backend: Backend, x, temperature, descending: bool):
-        xp = backend.xp
-        n = x.shape[-1]
         y = -x if descending else x
-        s = self._setup(backend, y, temperature)
-        values, _ = self._forward(backend, s)
-        m_low = xp.sum(xp.astype(s["low"], x.dtype), axis=-1, keepdims=True)
-        slot = xp.arange(n, dtype=x.dtype, device=backend.device(x))
-        source = xp.astype(xp.clip(slot - m_low, 0.0, n - 1.0), xp.int64)
-        out = xp.take_along_axis(values[..., :n], source, axis=-1)
-        out = xp.where(slot < m_low, -xp.inf, xp.where(slot >= m_low + s["count"], xp.inf, out))
+        if backend.cpu_kernels(x):
+            out = _kernel_op(backend, self, "sort", temperature)(y, per_row(backend, x, temperature))
+        else:
+            out = self._sort(backend, y, temperature)
         return -out if descending else out
 
     def rank_rows(self, backend: Backend, x, temperature, descending: bool):
         xp = backend.xp
         y = -x if descending else x
         slots = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=backend.device(x))
-        return self._columns(backend, y, temperature, xp.broadcast_to(slots, x.shape))
+        return self._weights(backend, y, temperature, xp.reshape(slots, (1,) * (x.ndim - 1) + (x.shape[-1],)))
 
     def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
         y = -x if largest else x
-        return self._columns(backend, y, temperature, topk_slot_weights(backend, x, k))
+        return self._weights(backend, y, temperature, topk_slot_weights(backend, x, k))
+
+    def _sort(self, backend: Backend, y, temperature):
+        """The ascending soft sort of ``y`` in array operations."""
+        xp = backend.xp
+        n = y.shape[-1]
+        s = self._setup(backend, y, temperature)
+        values, _ = self._forward(backend, s)
+        m_low = xp.sum(xp.astype(s["low"], y.dtype), axis=-1, keepdims=True)
+        slot = xp.arange(n, dtype=y.dtype, device=backend.device(y))
+        source = xp.astype(xp.clip(slot - m_low, 0.0, n - 1.0), xp.int64)
+        out = xp.take_along_axis(values[..., :n], source, axis=-1)
+        return xp.where(slot < m_low, -xp.inf, xp.where(slot >= m_low + s["count"], xp.inf, out))
+
+    def _weights(self, backend: Backend, y, temperature, slot_weights):
+        """Column weights ``P^T w`` (``_columns``) by the kernel where it runs."""
+        if backend.cpu_kernels(y):
+            return _kernel_op(backend, self, "columns", temperature)(y, per_row(backend, y, temperature), slot_weights)
+        return self._columns(backend, y, temperature, backend.xp.broadcast_to(slot_weights, y.shape))
+
+
+# --- the kernel path (softops._kernels.network) -----------------------------------------
+# On CPU arrays with numba, the sort and the column weights (ranks, top-k
+# masks) are each one custom derivative whose forward and fast backward are
+# one kernel call each; every other transform (forward mode, higher orders,
+# torch.func, JAX's reverse mode by transposition) differentiates the array
+# code above, which computes the same function.
+
+
+def _kernel_functions(method: SortingNetwork, op: str, need_t: bool):
+    from softops._kernels import network as kernels
+
+    static = (NETWORKS.index(method.network), SIGMOIDS.index(method.sigmoid))
+    if op == "sort":
+        def fwd(xp, y, t):
+            out, zs = backend_of(y).kernel(kernels.sort_forward, (y, t), static)
+            return out, (zs,)
+
+        def bwd(xp, arrays, out, residuals, g):
+            y, t = arrays
+            gy, gt = backend_of(y).kernel(kernels.sort_backward, (y, t, residuals[0], g), static + (need_t,))
+            return gy, sum_to(xp, gt, t.shape)
+
+        def smooth(xp, arrays, out, residuals):
+            y, t = arrays
+            return method._sort(backend_of(y), y, t[..., None])
+    else:
+        def fwd(xp, y, t, w):
+            out, zs, ds = backend_of(y).kernel(kernels.columns_forward, (y, t, w), static)
+            return out, (zs, ds)
+
+        def bwd(xp, arrays, out, residuals, g):
+            y, t, w = arrays
+            gy, gt, gw = backend_of(y).kernel(kernels.columns_backward, (y, t, w, *residuals, g),
+                                              static + (need_t,))
+            return gy, sum_to(xp, gt, t.shape), sum_to(xp, gw, w.shape)
+
+        def smooth(xp, arrays, out, residuals):
+            y, t, w = arrays
+            return method._columns(backend_of(y), y, t[..., None], xp.broadcast_to(w, y.shape))
+    return fwd, bwd, smooth
+
+
+# Built once (hashable, equal across calls: jit caches and compiled graphs stay
+# valid), per config, operation and whether the temperature can need a
+# gradient (a Python float cannot: its cotangent is then not computed).
+_KERNEL_OPS = {
+    (network, sigmoid, op, need_t): _kernel_functions(SortingNetwork(network, sigmoid), op, need_t)
+    for network in NETWORKS for sigmoid in SIGMOIDS for op in ("sort", "columns") for need_t in (False, True)
+}
+
+
+def _kernel_op(backend: Backend, method: SortingNetwork, op: str, temperature):
+    key = (method.network, method.sigmoid, op, not isinstance(temperature, float))
+    return backend.custom_derivative(*_KERNEL_OPS[key])
 
 
 def _index(backend: Backend, like, idx):
