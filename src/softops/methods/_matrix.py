@@ -7,7 +7,8 @@ A matrix method defines one function on rows ``x`` of shape ``(*batch, n)``,
 the soft permutation that sorts the ``present`` entries of each row ascending:
 row ``s < n_present`` of ``P`` is the (soft) one-hot of the entry at sorted
 position ``s``, supported on present columns only; rows ``s >= n_present``
-are 0.  ``x`` is finite where ``present`` (0 elsewhere); ``temperature`` is a
+are never read (any finite values: masking them would be one more pass over
+the ``n x n`` matrix, forward and backward).  ``x`` is finite where ``present`` (0 elsewhere); ``temperature`` is a
 float or an array of shape ``(*batch, 1)``.
 
 ``MatrixMethod`` turns it into the whole sort-method interface
@@ -63,10 +64,17 @@ class MatrixMethod(abc.ABC):
 
     def sort_rows(self, backend: Backend, x, temperature, descending: bool):
         xp = backend.xp
-        p, first, last, finite_x = _full_matrix(self, backend, x, temperature, descending)
-        values = weighted_values(backend, p, finite_x)
-        low, high = (xp.inf, -xp.inf) if descending else (-xp.inf, xp.inf)
-        return xp.where(first, low, xp.where(last, high, values))
+        y = -x if descending else x
+        low, high, present = infinity_groups(xp, y)
+        m = self.present_matrix(backend, xp.where(present, y, 0.0), temperature, present)
+        # The present entries' values (slots 0 .. n_present - 1), then moved
+        # down by m_low slots (the full matrix's P[s] = M[s - m_low], on the
+        # n values rather than the n x n matrix); the infinities exactly.
+        values = weighted_values(backend, m, xp.where(present, x, 0.0))
+        first, last, source = _slots(backend, low, present)
+        values = xp.take_along_axis(values, source, axis=-1)
+        lo, hi = (xp.inf, -xp.inf) if descending else (-xp.inf, xp.inf)
+        return xp.where(first, lo, xp.where(last, hi, values))
 
     def rank_rows(self, backend: Backend, x, temperature, descending: bool):
         xp = backend.xp
@@ -75,6 +83,7 @@ class MatrixMethod(abc.ABC):
         m = self.present_matrix(backend, xp.where(present, y, 0.0), temperature, present)
         slots = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=backend.device(x))
         m_low, m_present = _count(xp, low, x.dtype), _count(xp, present, x.dtype)
+        slots = xp.where(slots <= m_present, slots, 0.0)  # the present entries' rows only
         # Ranks among the present entries, after the m_low entries at -inf
         # (the columns of a row-stochastic matrix need not sum to 1, so the
         # full matrix's P^T (1..n) would shift them by m_low times that sum).
@@ -85,9 +94,23 @@ class MatrixMethod(abc.ABC):
 
     def topk_mask_rows(self, backend: Backend, x, k, temperature, largest: bool):
         xp = backend.xp
-        p = _full_matrix(self, backend, x, temperature, largest)[0]
+        n = x.shape[-1]
+        y = -x if largest else x
+        low, high, present = infinity_groups(xp, y)
+        m = self.present_matrix(backend, xp.where(present, y, 0.0), temperature, present)
         w = topk_slot_weights(backend, x, k)
-        return xp.matmul(w[..., None, :], p)[..., 0, :]
+        # sum_s w_s P[s, j] of the full matrix: the present entries' rows hold
+        # slots m_low .., each group of tied infinities the mean of its slots' weights.
+        first, last, _ = _slots(backend, low, present)
+        m_low = _count(xp, low, x.dtype)
+        slot = xp.arange(n, dtype=x.dtype, device=backend.device(x))
+        ahead = xp.astype(xp.clip(slot + m_low, 0.0, n - 1.0), xp.int64)
+        w_present = xp.where(slot < _count(xp, present, x.dtype), xp.take_along_axis(w, ahead, axis=-1), 0.0)
+        weights = xp.matmul(w_present[..., None, :], m)[..., 0, :]
+        mean_first = xp.sum(xp.where(first, w, 0.0), axis=-1, keepdims=True) / xp.where(m_low > 0, m_low, 1.0)
+        m_high = _count(xp, high, x.dtype)
+        mean_last = xp.sum(xp.where(last, w, 0.0), axis=-1, keepdims=True) / xp.where(m_high > 0, m_high, 1.0)
+        return xp.where(low, mean_first, xp.where(high, mean_last, weights))
 
 
 def weighted_values(backend: Backend, p, x):
@@ -127,6 +150,18 @@ def _count(xp, flags, dtype):
     return xp.sum(xp.astype(flags, dtype), axis=-1, keepdims=True)
 
 
+def _slots(backend: Backend, low, present):
+    """``(first, last, source)`` for rows with ``low`` entries at ``-inf`` and
+    ``present`` finite ones: the slots of the leading and trailing infinities
+    and, per slot, the present slot it reads (``slot - m_low``, clipped)."""
+    xp = backend.xp
+    n = low.shape[-1]
+    m_low = xp.sum(xp.astype(low, xp.int64), axis=-1, keepdims=True)
+    m_present = xp.sum(xp.astype(present, xp.int64), axis=-1, keepdims=True)
+    slot = xp.arange(n, dtype=xp.int64, device=backend.device(low))
+    return slot < m_low, slot >= m_low + m_present, xp.clip(slot - m_low, 0, n - 1)
+
+
 def _full_matrix(method, backend: Backend, x, temperature, descending: bool):
     """``(P, first, last, finite_x)``: the full soft permutation of each row in
     the operation's order, the slots that hold the leading / trailing
@@ -151,27 +186,37 @@ def _full_matrix(method, backend: Backend, x, temperature, descending: bool):
     return p, first, last, finite_x
 
 
-def scaled_softmax(backend: Backend, u, temperature, present, scale):
-    """``softmax(u / T)`` over the last axis, restricted to ``present`` columns
-    (``(*batch, 1, n)``), for scores ``u = v * scale`` given as ``v`` and the
-    constant ``scale`` (``row_scale``): the maximum
-    is taken out before multiplying by ``scale / T`` (clamped to the dtype's
-    maximum), so that neither huge values nor tiny temperatures overflow; as
-    ``T -> 0`` the weights become the one-hot of the maximum, shared by ties."""
+def scaled_softmax(backend: Backend, u, temperature, present, scale, top=None, negate=False):
+    """``softmax(u / T)`` over the last axis (``softmax(-u / T)`` with
+    ``negate``), restricted to ``present`` columns (``(*batch, 1, n)``), for
+    scores ``u = v * scale`` given as ``v`` and the constant ``scale``
+    (``row_scale``): the maximum is taken out before multiplying by ``scale /
+    T`` (clamped to the dtype's maximum), so that neither huge values nor tiny
+    temperatures overflow; as ``T -> 0`` the weights become the one-hot of the
+    maximum, shared by ties.
+
+    ``top``: a constant the caller knows to be that maximum and to bound every
+    column's (signed) score, absent ones included; absent columns then enter
+    as a ``-inf`` bias from the small ``(*batch, 1, n)`` mask instead of a
+    ``where`` over the ``n x n`` scores (which could overflow to ``+inf``
+    past an unknown maximum)."""
     xp = backend.xp
     info = xp.finfo(u.dtype)
-    u = xp.where(present, u, -xp.inf)
-    top = backend.stop_gradient(xp.max(xp.where(present, u, -info.max), axis=-1, keepdims=True))
+    known = top is not None
+    if not known:
+        signed = -u if negate else u
+        top = backend.stop_gradient(xp.max(xp.where(present, signed, -info.max), axis=-1, keepdims=True))
     if not isinstance(temperature, float) and temperature.ndim:
         temperature = temperature[..., None]  # (*batch, 1) -> (*batch, 1, 1)
     if isinstance(temperature, float):
         ratio = min(scale / temperature, float(info.max))
     else:
         ratio = xp.clip(scale / temperature, max=float(info.max))
-    z = xp.where(present, (u - top) * ratio, -xp.inf)
+    z = (u + top) * -ratio if negate else (u - top) * ratio
+    z = z + xp.where(present, 0.0, -xp.inf) if known else xp.where(present, z, -xp.inf)
     e = xp.exp(z)
     total = xp.sum(e, axis=-1, keepdims=True)
-    return e / xp.where(total > 0, total, 1.0)
+    return e * (1.0 / xp.where(total > 0, total, 1.0))
 
 
 def row_scale(n: int) -> float:

@@ -41,11 +41,11 @@ class NeuralSort(MatrixMethod):
         n = x.shape[-1]
         scale = row_scale(n)
         v = x / scale
-        pair = xp.where(present[..., None, :] & present[..., :, None], xp.abs(v[..., :, None] - v[..., None, :]), 0.0)
-        spread = xp.sum(pair, axis=-1)  # (A_v 1)_j
         n_present = xp.sum(xp.astype(present, x.dtype), axis=-1, keepdims=True)[..., None]  # (*batch, 1, 1)
+        # (A_v 1)_j over the present entries: the absent ones stand at v = 0,
+        # each adding |v_j| to the sum over all entries.
+        spread = xp.sum(xp.abs(v[..., :, None] - v[..., None, :]), axis=-1) - (n - n_present[..., 0]) * xp.abs(v)
         i = xp.arange(1, n + 1, dtype=x.dtype, device=backend.device(x))[:, None]  # rows, (n, 1)
         # Ascending: the descending relaxation of -v.
         u = (n_present + 1.0 - 2.0 * i) * (-v[..., None, :]) - spread[..., None, :]
-        p = scaled_softmax(backend, u, temperature, present[..., None, :], scale)
-        return xp.where(i <= n_present, p, 0.0)
+        return scaled_softmax(backend, u, temperature, present[..., None, :], scale)

@@ -53,5 +53,5 @@ class SoftSort(MatrixMethod):
         d = xp.abs(ordered[..., :, None] - v[..., None, :])
         if self.power == 2:
             d, scale = d * d, scale * scale
-        p = scaled_softmax(backend, -d, temperature, present[..., None, :], scale)
-        return xp.where((slot < n_present)[..., :, None], p, 0.0)
+        # Row s < n_present holds its own entry at distance 0: its maximum is 0.
+        return scaled_softmax(backend, d, temperature, present[..., None, :], scale, top=0.0, negate=True)
