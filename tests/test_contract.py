@@ -322,3 +322,34 @@ def test_reductions_return_0d_arrays_on_numpy():
     for f in (softops.soft_max, softops.soft_min):
         out = f(np.array([1.0, 2.0, 3.0]))
         assert isinstance(out, np.ndarray) and out.shape == ()
+
+
+# JAX without x64 (its default): every sorting operation and method runs with
+# no warning (asking for int64 there warns and truncates to int32).
+_NO_X64 = r"""
+import warnings
+warnings.simplefilter("error")
+import jax, jax.numpy as jnp
+import softops
+from softops.sort import SORT_METHODS
+x = jnp.array([[0.3, -jnp.inf, 2.0, 0.5, 0.5], [1.0, 3.0, -2.0, jnp.inf, 0.0]])
+mask = jnp.array([True, True, False, True, True])
+for name, config in SORT_METHODS.items():
+    ops = [lambda v: softops.soft_sort(v, method=name), lambda v: softops.soft_rank(v, method=name),
+           lambda v: softops.soft_topk_mask(v, 2, method=name), lambda v: softops.soft_quantile(v, 0.3, method=name),
+           lambda v: softops.soft_rank(v, method=name, mask=mask)]
+    if getattr(config, "has_matrix", False):
+        ops.append(lambda v: softops.soft_permutation(v, method=name))
+    for op in ops:
+        jax.grad(lambda v: jnp.sum(jnp.where(jnp.isfinite(op(v)), op(v), 0.0)))(x)
+print("OK")
+"""
+
+
+def test_jax_without_x64_gives_no_warning():
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _NO_X64], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

@@ -20,14 +20,10 @@ Padding (what the array holds outside ``[0, n-1]``):
 
 from __future__ import annotations
 
+from softops._shared import index_dtype
+
 PADDINGS = ("clamp", "zeros", "wrap", "reflect")
 MODES = ("linear", "cubic", "nearest")
-
-
-def index_dtype(xp):
-    """The namespace's default index dtype (int32 for JAX without x64)."""
-    info = getattr(xp, "__array_namespace_info__", None)
-    return xp.int64 if info is None else info().default_dtypes()["indexing"]
 
 
 def fold(xp, m, n: int, padding: str):

@@ -14,6 +14,13 @@ def straight_through(backend, hard, soft):
     return backend.stop_gradient(hard) + delta
 
 
+def index_dtype(xp):
+    """The namespace's default index dtype (int64; int32 for JAX without x64,
+    where asking for int64 warns and truncates)."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    return xp.int64 if info is None else info().default_dtypes()["indexing"]
+
+
 def per_row(backend, x, a):
     """A float or array ``a`` (broadcastable to ``x.shape[:-1]``, or of shape
     ``(*batch, 1)``) as an array of ``x``'s dtype with one axis per batch axis

@@ -32,7 +32,7 @@ import numpy as np
 
 from softops._axis import move_axis
 from softops._backend import backend_of
-from softops._interp import MODES, PADDINGS, combine, fold, index_dtype, interpolate, taps
+from softops._interp import MODES, PADDINGS, combine, fold, interpolate, taps
 from softops._prepare import compute_dtype
 from softops._validate import (
     check_choice,
@@ -41,7 +41,7 @@ from softops._validate import (
     check_temperature,
     normalize_axes,
 )
-from softops._shared import as_array, as_float_array, straight_through
+from softops._shared import as_array, as_float_array, index_dtype, straight_through
 
 __all__ = [
     "assign",

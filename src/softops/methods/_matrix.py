@@ -39,6 +39,7 @@ from __future__ import annotations
 import abc
 
 from softops._backend import Backend
+from softops._shared import index_dtype
 
 
 class MatrixMethod(abc.ABC):
@@ -104,7 +105,7 @@ class MatrixMethod(abc.ABC):
         first, last, _ = _slots(backend, low, present)
         m_low = _count(xp, low, x.dtype)
         slot = xp.arange(n, dtype=x.dtype, device=backend.device(x))
-        ahead = xp.astype(xp.clip(slot + m_low, 0.0, n - 1.0), xp.int64)
+        ahead = xp.astype(xp.clip(slot + m_low, 0.0, n - 1.0), index_dtype(xp))
         w_present = xp.where(slot < _count(xp, present, x.dtype), xp.take_along_axis(w, ahead, axis=-1), 0.0)
         weights = xp.matmul(w_present[..., None, :], m)[..., 0, :]
         mean_first = xp.sum(xp.where(first, w, 0.0), axis=-1, keepdims=True) / xp.where(m_low > 0, m_low, 1.0)
@@ -156,9 +157,9 @@ def _slots(backend: Backend, low, present):
     and, per slot, the present slot it reads (``slot - m_low``, clipped)."""
     xp = backend.xp
     n = low.shape[-1]
-    m_low = xp.sum(xp.astype(low, xp.int64), axis=-1, keepdims=True)
-    m_present = xp.sum(xp.astype(present, xp.int64), axis=-1, keepdims=True)
-    slot = xp.arange(n, dtype=xp.int64, device=backend.device(low))
+    m_low = xp.sum(xp.astype(low, index_dtype(xp)), axis=-1, keepdims=True)
+    m_present = xp.sum(xp.astype(present, index_dtype(xp)), axis=-1, keepdims=True)
+    slot = xp.arange(n, dtype=index_dtype(xp), device=backend.device(low))
     return slot < m_low, slot >= m_low + m_present, xp.clip(slot - m_low, 0, n - 1)
 
 
@@ -177,7 +178,7 @@ def _full_matrix(method, backend: Backend, x, temperature, descending: bool):
     first = slot < m_low
     last = slot >= m_low + m_present
     # The present entries' rows move down by m_low slots: P[s] = M[s - m_low].
-    source = xp.astype(xp.clip(slot - m_low, 0.0, n - 1.0), xp.int64)
+    source = xp.astype(xp.clip(slot - m_low, 0.0, n - 1.0), index_dtype(xp))
     shifted = xp.take_along_axis(m, xp.broadcast_to(source[..., None], m.shape), axis=-2)
     p = xp.where((first | last)[..., None], 0.0, shifted)
     m_high = _count(xp, high, x.dtype)

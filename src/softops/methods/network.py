@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 from softops._axis import sum_to
 from softops._backend import Backend, backend_of
-from softops._shared import per_row
+from softops._shared import index_dtype, per_row
 from softops._validate import check_choice
 from softops.methods._matrix import MatrixMethod, infinity_groups, topk_slot_weights
 
@@ -218,7 +218,7 @@ class SortingNetwork(MatrixMethod):
         m_low = xp.sum(xp.astype(s["low"], y.dtype), axis=-1, keepdims=True)
         slot = xp.arange(n, dtype=y.dtype, device=backend.device(y))
         # The finite lanes hold slots m_low .. m_low + count - 1.
-        source = xp.astype(xp.clip(slot + m_low, 0.0, n - 1.0), xp.int64)
+        source = xp.astype(xp.clip(slot + m_low, 0.0, n - 1.0), index_dtype(xp))
         w = xp.where(slot < s["count"], xp.take_along_axis(slot_weights, source, axis=-1), 0.0)
         if s["lanes"] > n:
             w = xp.concat([w, xp.zeros(w.shape[:-1] + (s["lanes"] - n,), dtype=w.dtype,
@@ -280,7 +280,7 @@ class SortingNetwork(MatrixMethod):
         values, _ = self._forward(backend, s)
         m_low = xp.sum(xp.astype(s["low"], y.dtype), axis=-1, keepdims=True)
         slot = xp.arange(n, dtype=y.dtype, device=backend.device(y))
-        source = xp.astype(xp.clip(slot - m_low, 0.0, n - 1.0), xp.int64)
+        source = xp.astype(xp.clip(slot - m_low, 0.0, n - 1.0), index_dtype(xp))
         out = xp.take_along_axis(values[..., :n], source, axis=-1)
         return xp.where(slot < m_low, -xp.inf, xp.where(slot >= m_low + s["count"], xp.inf, out))
 

@@ -76,6 +76,7 @@ import numbers
 from dataclasses import dataclass
 
 from softops._backend import Backend, backend_of, register_opaque
+from softops._shared import index_dtype
 from softops.methods._matrix import MatrixMethod, _count, infinity_groups, weighted_values
 
 # The default tolerance (relative error of any entry's total mass) by dtype.
@@ -199,13 +200,13 @@ def _reduced_cost(xp, x, a, b):
     if m == 1:
         return xp.zeros(tuple(x.shape) + (1,), dtype=x.dtype, device=_device(x))
     present = a > 0
-    n_present = xp.sum(xp.astype(present, xp.int64), axis=-1, keepdims=True)
+    n_present = xp.sum(xp.astype(present, index_dtype(xp)), axis=-1, keepdims=True)
     top = xp.clip(n_present - 1, 0, None)
     ordered = xp.sort(xp.where(present, x, xp.inf), axis=-1)
     ordered = xp.where(xp.arange(n, device=_device(x)) < n_present, ordered, 0.0)
     mass = xp.cumulative_sum(b, axis=-1)[..., :-1]  # the mass below boundary l, (*batch, m - 1)
-    lower = xp.clip(xp.astype(xp.ceil(mass), xp.int64) - 1, 0, None)
-    upper = xp.astype(xp.floor(mass), xp.int64)
+    lower = xp.clip(xp.astype(xp.ceil(mass), index_dtype(xp)) - 1, 0, None)
+    upper = xp.astype(xp.floor(mass), index_dtype(xp))
     lower, upper = xp.minimum(lower, top), xp.minimum(upper, top)
     q = xp.take_along_axis(ordered, lower, axis=-1) / 2 + xp.take_along_axis(ordered, upper, axis=-1) / 2
     gap = q[..., None, :] - x[..., :, None]  # (*batch, n, m - 1)

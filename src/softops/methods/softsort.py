@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from softops._backend import Backend
+from softops._shared import index_dtype
 from softops.methods._matrix import MatrixMethod, row_scale, scaled_softmax
 
 
@@ -46,7 +47,7 @@ class SoftSort(MatrixMethod):
         n = x.shape[-1]
         scale = row_scale(n)
         v = x / scale
-        n_present = xp.sum(xp.astype(present, xp.int64), axis=-1, keepdims=True)
+        n_present = xp.sum(xp.astype(present, index_dtype(xp)), axis=-1, keepdims=True)
         slot = xp.arange(n, device=backend.device(x))
         ordered = xp.sort(xp.where(present, v, xp.inf), axis=-1)
         ordered = xp.where(slot < n_present, ordered, 0.0)  # (*batch, n)
