@@ -10,6 +10,7 @@ cold and warm.
 
     python benchmarks/bench_cold.py            # writes benchmarks/results/bench_cold.{md,json}
     python benchmarks/bench_cold.py --quick    # soft_rank only, writes nothing
+    python benchmarks/bench_cold.py --methods network --output benchmarks/results/bench_cold-network
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ def _timed(cmd, env):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--methods", default="permutahedron,lapsum,network",
+                   help="comma-separated sort methods whose kernels are timed cold")
     p.add_argument("--output", default=os.path.join(HERE, "results", "bench_cold"))
     a = p.parse_args(argv)
     ops = OPS[:1] if a.quick else OPS
     rows = []
     for op in ops:
-        for method in ("permutahedron", "lapsum"):
+        for method in a.methods.split(","):
             _, out = _timed([sys.executable, "-c", PROBE, op, method], _fresh_env())
             rows.append(dict(op=op, method=method, **json.loads(out)))
             print(rows[-1], file=sys.stderr)
@@ -79,7 +82,7 @@ def main(argv=None):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [f"# bench_cold: {datetime.date.today().isoformat()}", "",
              f"Machine: {platform.machine()}, {cores} cores; Python {platform.python_version()}. "
-             f"Command: `python benchmarks/bench_cold.py{' --quick' if a.quick else ''}`.", "",
+             f"Command: `python benchmarks/bench_cold.py{' --quick' if a.quick else ''} --methods {a.methods}`.", "",
              "Fresh process, empty numba cache; PyTorch, float32 (8, 16), forward + backward; seconds.", "",
              "| op | method | import softops + torch | first call | second call |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['op']} | {r['method']} | {r['import']:.2f} | {r['first']:.2f} | {r['second']:.4f} |" for r in rows]

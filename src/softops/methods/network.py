@@ -32,7 +32,12 @@ maximum); ranks and top-k masks are ``P^T w`` (slot weights ``w``), which is
 the layers applied in reverse order to ``w`` (each layer is symmetric); the
 dense ``P`` is built (the layers applied to the identity) only for
 ``soft_permutation`` and ``soft_sort_by``.  Gradients: the framework's
-autodiff through the layers (every transform and order).
+autodiff through the layers (every transform and order).  On CPU arrays with
+numba the sort, ranks and masks run as one kernel call forward and one
+backward (``softops._kernels.network``: the same comparators as scalar loops,
+an exact vector-Jacobian product in ``x``, the temperature and ``k``), about
+90x faster than diffsort's dense layers at n = 128 (README); every other
+transform differentiates the layers above.
 
 Infinities and masks: the present finite entries are moved to the first
 lanes (stably) and the network of their own count ``n_f`` runs on them:
