@@ -191,7 +191,7 @@ class Backend(abc.ABC):
 
     def lapsum_kernel(self, x) -> bool:
         """Whether the LapSum kernels run for ``x`` (else LapSum uses its twin)."""
-        return False
+        return self.cpu_kernels(x)
 
     @abc.abstractmethod
     def lapsum_forward(self, op: str, x, t, k=None, need_t=True):

@@ -158,15 +158,6 @@ class JaxBackend(Backend):
 
         return tuple(jax.pure_callback(on_host, results, *arrays, vmap_method="expand_dims"))
 
-    def lapsum_kernel(self, x):
-        from softops._kernels.lapsum import HAVE_NUMBA
-
-        if not HAVE_NUMBA:
-            return False
-        if isinstance(x, jax.core.Tracer):
-            return jax.default_backend() == "cpu"
-        return all(d.platform == "cpu" for d in x.devices())
-
     def lapsum_forward(self, op, x, t, k=None, need_t=True):
         from softops._kernels import jax_ops
 

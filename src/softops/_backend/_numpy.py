@@ -66,11 +66,6 @@ class NumpyBackend(Backend):
 
         return HAVE_NUMBA
 
-    def lapsum_kernel(self, x):
-        from softops._kernels.lapsum import HAVE_NUMBA
-
-        return HAVE_NUMBA
-
     def lapsum_forward(self, op, x, t, k=None, need_t=True):
         from softops._kernels.lapsum import forward
 

@@ -208,11 +208,6 @@ class TorchBackend(Backend):
 
         return tuple(torch_ops.call_kernel(KERNEL_NAMES[host], list(arrays), [float(s) for s in static]))
 
-    def lapsum_kernel(self, x):
-        from softops._kernels.lapsum import HAVE_NUMBA
-
-        return HAVE_NUMBA and x.device.type == "cpu"
-
     def lapsum_forward(self, op, x, t, k=None, need_t=True):
         from softops._kernels import torch_ops
 
