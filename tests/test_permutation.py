@@ -138,6 +138,21 @@ def test_hostile_values_stay_finite(diff_backend, method):
                 assert np.isfinite(out).all() and np.isfinite(g).all(), (x, t, op.__name__)
 
 
+@pytest.mark.parametrize("method", MATRIX_METHODS)
+def test_rows_with_infinities_at_tiny_temperatures_have_finite_gradients(diff_backend, method):
+    """Rows whose present entries are fewer than n (infinities, masks) leave
+    rows of the matrix unread; at T = 1e-30 those rows must still not turn
+    the gradient NaN (a softmax over scores that are all -inf is NaN)."""
+    x = np.array([[-np.inf, 1e30, 3e30, np.inf, 2e30], [np.inf, np.inf, -np.inf, np.inf, np.inf]])
+    for t in (1e-30, 1.0):
+        for op in (softops.soft_sort, softops.soft_rank):
+            f = lambda a, op=op, t=t: op(a, temperature=t, method=method)  # noqa: E731
+            cot = np.where(np.isinf(x), 0.0, 1.0) if op is softops.soft_sort else np.ones_like(x)
+            g = diff_backend.vjp(f, x, cot, dtype="float32")
+            assert np.isfinite(g).all(), (t, op.__name__, g)
+            np.testing.assert_array_equal(g[np.isinf(x)], 0.0)
+
+
 # --- sorting networks -------------------------------------------------------------
 
 NETWORKS = [softops.SortingNetwork(network=net, sigmoid=sig)

@@ -170,6 +170,15 @@ class Backend(abc.ABC):
         arrays, value only; works under the framework's jit, vmap and compile."""
         return tuple(host(*arrays, *static))
 
+    def softmax(self, z):
+        """``exp(z) / sum(exp(z))`` along the last axis, every slice holding a
+        finite entry (``-inf`` entries get 0); differentiable, the
+        framework's fused operation where it has one (one pass forward, one
+        backward)."""
+        xp = self.xp
+        e = xp.exp(z - self.stop_gradient(xp.max(z, axis=-1, keepdims=True)))
+        return e / xp.sum(e, axis=-1, keepdims=True)
+
     def logsumexp(self, z, axis: int):
         """``log(sum(exp(z), axis))`` computed stably; ``-inf`` where every
         entry of the slice is ``-inf``.  Value only (used inside ``fwd``)."""

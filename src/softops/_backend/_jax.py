@@ -122,6 +122,9 @@ class JaxBackend(Backend):
             return jax.default_backend() == "cpu"
         return all(d.platform == "cpu" for d in x.devices())
 
+    def softmax(self, z):
+        return jax.nn.softmax(z, axis=-1)
+
     def logsumexp(self, z, axis):
         return jax.nn.logsumexp(z, axis=axis)
 

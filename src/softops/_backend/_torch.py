@@ -178,6 +178,9 @@ class TorchBackend(Backend):
 
         return tuple(torch_ops.opaque(OPAQUE_NAMES[kernel], list(arrays), [float(s) for s in static]))
 
+    def softmax(self, z):
+        return torch.softmax(z, dim=-1)
+
     def logsumexp(self, z, axis):
         return torch.logsumexp(z, dim=axis)
 

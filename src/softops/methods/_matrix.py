@@ -196,28 +196,31 @@ def scaled_softmax(backend: Backend, u, temperature, present, scale, top=None, n
     temperatures overflow; as ``T -> 0`` the weights become the one-hot of the
     maximum, shared by ties.
 
-    ``top``: a constant the caller knows to be that maximum and to bound every
-    column's (signed) score, absent ones included; absent columns then enter
+    ``top``: a constant the caller knows to be that maximum (reached in every
+    row) and to bound every column's (signed) score, absent ones included; absent columns then enter
     as a ``-inf`` bias from the small ``(*batch, 1, n)`` mask instead of a
     ``where`` over the ``n x n`` scores (which could overflow to ``+inf``
     past an unknown maximum)."""
     xp = backend.xp
     info = xp.finfo(u.dtype)
     known = top is not None
+    anything = xp.any(present, axis=-1, keepdims=True)
     if not known:
         signed = -u if negate else u
         top = backend.stop_gradient(xp.max(xp.where(present, signed, -info.max), axis=-1, keepdims=True))
+        top = xp.where(anything, top, 0.0)
     if not isinstance(temperature, float) and temperature.ndim:
         temperature = temperature[..., None]  # (*batch, 1) -> (*batch, 1, 1)
     if isinstance(temperature, float):
         ratio = min(scale / temperature, float(info.max))
     else:
         ratio = xp.clip(scale / temperature, max=float(info.max))
+    # Every row of scores keeps a finite entry (softmax of -inf alone is NaN):
+    # a row with no present column (never read) keeps them all.
+    keep = present | ~anything
     z = (u + top) * -ratio if negate else (u - top) * ratio
-    z = z + xp.where(present, 0.0, -xp.inf) if known else xp.where(present, z, -xp.inf)
-    e = xp.exp(z)
-    total = xp.sum(e, axis=-1, keepdims=True)
-    return e * (1.0 / xp.where(total > 0, total, 1.0))
+    z = z + xp.where(keep, 0.0, -xp.inf) if known else xp.where(keep, z, -xp.inf)
+    return backend.softmax(z)
 
 
 def row_scale(n: int) -> float:

@@ -50,9 +50,11 @@ class SoftSort(MatrixMethod):
         n_present = xp.sum(xp.astype(present, index_dtype(xp)), axis=-1, keepdims=True)
         slot = xp.arange(n, device=backend.device(x))
         ordered = xp.sort(xp.where(present, v, xp.inf), axis=-1)
-        ordered = xp.where(slot < n_present, ordered, 0.0)  # (*batch, n)
+        # Rows past the present count (never read) repeat the first, so that
+        # every row has an entry at distance 0 (the softmax's maximum is 0).
+        first = xp.where(n_present > 0, ordered[..., :1], 0.0)
+        ordered = xp.where(slot < n_present, ordered, first)  # (*batch, n)
         d = xp.abs(ordered[..., :, None] - v[..., None, :])
         if self.power == 2:
             d, scale = d * d, scale * scale
-        # Row s < n_present holds its own entry at distance 0: its maximum is 0.
         return scaled_softmax(backend, d, temperature, present[..., None, :], scale, top=0.0, negate=True)
