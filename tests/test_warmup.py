@@ -18,8 +18,16 @@ import softops
 from softops._kernels import isotonic, lapsum, network, rowsort, warmup
 
 def signatures():
-    kernels = (*isotonic._numba_kernels(), *lapsum._numba_kernels(), *network._numba_kernels(), rowsort._compiled())
-    return {k.py_func.__module__ + "." + k.py_func.__name__: set(k.signatures) for k in kernels}
+    kernels = {}
+    for module in (isotonic, lapsum, network):
+        compiled = module._numba_kernels()
+        # Variant kernels (closure constants) come in a dict keyed by variant.
+        pairs = compiled.items() if isinstance(compiled, dict) else [((), compiled)]
+        for variant, pair in pairs:
+            for k in pair:
+                kernels[f"{module.__name__}.{k.py_func.__name__}{variant}"] = k
+    kernels["rowsort"] = rowsort._compiled()
+    return {name: set(k.signatures) for name, k in kernels.items()}
 
 warmup.warmup(progress=False)
 before = signatures()

@@ -73,178 +73,188 @@ __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "
 _UNSORT = {None: 0, "z": 1, "w": 2}
 
 
-def _pav_forward_rows(z, w, scale, steps, kl, sort_bits, bits, unsort, out, start, order,
-                      row_lo, row_hi, floats, keys, ints, count):
-    n = out.shape[1]
-    # Scratch of the thread running rows row_lo..row_hi (see _Scratch): the sorted z and w of the
-    # current row; a stack of blocks (block b starts at first[b] and has
-    # the sums sz[b], sw[b] (l2: of z and w; kl: LSE of c z and of w) and
-    # the value f_B = value[b]); the row sort's keys and indices.  Since
-    # b <= first[b], the starts live in the output row ``start`` and are
-    # overwritten from the end at the close.  (Indexing inside a row stays
-    # 2-D: row views would cost a reference count each.)
-    zs, ws, sz, sw, value = floats[0], floats[1], floats[2], floats[3], floats[4]
-    key, key_b, idx, idx_b = keys[0], keys[1], ints[0], ints[1]
-    for r in range(row_lo, row_hi):
-        c = np.float64(scale[r * steps[2]])
-        zr = r * steps[0]
-        wr = r * steps[1]
-        if unsort != 0:
-            _sort_row(sort_bits, r, bits, True, key, key_b, idx, idx_b, count)
+def _forward_kernel(KL, UNSORT):
+    """The forward row kernel for one regularisation (``KL``) and ``UNSORT``
+    (``_UNSORT``), both closure constants: numba prunes the other cases'
+    branches, so each variant compiles only its own code."""
+    def _pav_forward_rows(z, w, scale, steps, sort_bits, bits, out, start, order,
+                          row_lo, row_hi, floats, keys, ints, count):
+        n = out.shape[1]
+        # Scratch of the thread running rows row_lo..row_hi (see _Scratch): the sorted z and w of the
+        # current row; a stack of blocks (block b starts at first[b] and has
+        # the sums sz[b], sw[b] (l2: of z and w; KL: LSE of c z and of w) and
+        # the value f_B = value[b]); the row sort's keys and indices.  Since
+        # b <= first[b], the starts live in the output row ``start`` and are
+        # overwritten from the end at the close.  (Indexing inside a row stays
+        # 2-D: row views would cost a reference count each.)
+        zs, ws, sz, sw, value = floats[0], floats[1], floats[2], floats[3], floats[4]
+        key, key_b, idx, idx_b = keys[0], keys[1], ints[0], ints[1]
+        for r in range(row_lo, row_hi):
+            c = np.float64(scale[r * steps[2]])
+            zr = r * steps[0]
+            wr = r * steps[1]
+            if UNSORT != 0:
+                _sort_row(sort_bits, r, bits, True, key, key_b, idx, idx_b, count)
+                for i in range(n):
+                    order[r, i] = idx[i]
             for i in range(n):
-                order[r, i] = idx[i]
-        for i in range(n):
-            zs[i] = np.float64(z[zr, idx[i] if unsort == 1 else i])
-            ws[i] = np.float64(w[wr, idx[i] if unsort == 2 else i])
-        # Infinite entries (+inf of either sequence first, -inf last: both
-        # are sorted descending) form one tie block at each end, outside
-        # the pooling; a row holding a NaN is NaN.
-        nan = False
-        for i in range(n):
-            if zs[i] != zs[i] or ws[i] != ws[i]:
-                nan = True
-        if nan:
+                zs[i] = np.float64(z[zr, idx[i] if UNSORT == 1 else i])
+                ws[i] = np.float64(w[wr, idx[i] if UNSORT == 2 else i])
+            # Infinite entries (+inf of either sequence first, -inf last: both
+            # are sorted descending) form one tie block at each end, outside
+            # the pooling; a row holding a NaN is NaN.
+            nan = False
             for i in range(n):
-                start[r, i] = i
-                out[r, idx[i] if unsort == 1 else i] = np.nan
-            continue
-        first = 0
-        while first < n and (zs[first] == np.inf or ws[first] == np.inf):
-            first += 1
-        last = n
-        while last > first and (zs[last - 1] == -np.inf or ws[last - 1] == -np.inf):
-            last -= 1
-        top = -1
-        for i in range(first, last):
-            top += 1
-            start[r, top] = i
-            sz[top] = c * zs[i] if kl else zs[i]
-            sw[top] = ws[i]
-            value[top] = c * zs[i] - ws[i]
-            # Pool while the previous block's value is below this one's.
-            while top > 0 and value[top - 1] < value[top]:
-                if kl:
-                    sz[top - 1] = _logaddexp(sz[top - 1], sz[top])
-                    sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
-                    value[top - 1] = sz[top - 1] - sw[top - 1]
-                else:
-                    # l2 keeps block means, merged as a convex combination:
-                    # sums of values near the float maximum would overflow.
-                    fa = (start[r, top] - start[r, top - 1]) / (i + 1 - start[r, top - 1])
-                    fb = 1.0 - fa
-                    sz[top - 1] = fa * sz[top - 1] + fb * sz[top]
-                    sw[top - 1] = fa * sw[top - 1] + fb * sw[top]
-                    value[top - 1] = c * sz[top - 1] - sw[top - 1]
-                top -= 1
-        hi = last
-        for b in range(top, -1, -1):
-            lo = start[r, b]
-            shift_z = sz[b]  # kl: the block's LSE; l2: its mean
-            shift_w = sw[b]
-            for i in range(lo, hi):
-                start[r, i] = lo
-                j = idx[i] if unsort == 1 else i
-                if kl:
-                    out[r, j] = c * zs[i] - shift_z + shift_w
-                else:
-                    out[r, j] = c * (zs[i] - shift_z) + shift_w
-            hi = lo
-        # The infinite blocks: the infinite sequence's term is its value
-        # (kl: LSE), the finite one's is exact (l2: c (z - mean z); kl:
-        # c z - LSE(c z)), and an infinite z reads as a tie (l2: 0; kl:
-        # -log m, a uniform softmax).
-        for end in range(2):
-            lo = 0 if end == 0 else last
-            hi = first if end == 0 else n
-            if lo == hi:
+                if zs[i] != zs[i] or ws[i] != ws[i]:
+                    nan = True
+            if nan:
+                for i in range(n):
+                    start[r, i] = i
+                    out[r, idx[i] if UNSORT == 1 else i] = np.nan
                 continue
-            m = hi - lo
-            z_inf = zs[lo] == np.inf or zs[lo] == -np.inf
-            mz = 0.0
-            mw = 0.0
-            for i in range(lo, hi):
-                start[r, i] = lo
-                if kl:
-                    mz = c * zs[i] if i == lo else _logaddexp(mz, c * zs[i])
-                    mw = ws[i] if i == lo else _logaddexp(mw, ws[i])
-                else:
-                    mz += zs[i] / m
-                    mw += ws[i] / m
-            for i in range(lo, hi):
-                j = idx[i] if unsort == 1 else i
-                if kl:
-                    out[r, j] = (-math.log(m) if z_inf else c * zs[i] - mz) + mw
-                else:
-                    out[r, j] = (0.0 if z_inf else c * (zs[i] - mz)) + mw
-
-
-def _pav_backward_rows(z, w, scale, steps, start, g, kl, order, unsort, gz, gw, gc, row_lo, row_hi):
-    n = start.shape[1]
-    z_step, w_step, c_step = steps[0], steps[1], steps[2]
-    need_gz = gz.shape[0] > 0
-    need_gw = gw.shape[0] > 0
-    for r in range(row_lo, row_hi):
-        c = np.float64(scale[r * c_step])
-        zr = r * z_step
-        wr = r * w_step
-        total_c = 0.0
-        lo = 0
-        while lo < n:
-            hi = lo + 1
-            while hi < n and start[r, hi] == lo:
-                hi += 1
-            z0 = np.float64(z[zr, order[r, lo] if unsort == 1 else lo])
-            w0 = np.float64(w[wr, order[r, lo] if unsort == 2 else lo])
-            if not (np.isfinite(z0) and np.isfinite(w0)):
-                # An infinite block is a constant; a NaN one (a NaN row) is NaN.
-                fill = np.nan if (z0 != z0 or w0 != w0) else 0.0
+            first = 0
+            while first < n and (zs[first] == np.inf or ws[first] == np.inf):
+                first += 1
+            last = n
+            while last > first and (zs[last - 1] == -np.inf or ws[last - 1] == -np.inf):
+                last -= 1
+            top = -1
+            for i in range(first, last):
+                top += 1
+                start[r, top] = i
+                sz[top] = c * zs[i] if KL else zs[i]
+                sw[top] = ws[i]
+                value[top] = c * zs[i] - ws[i]
+                # Pool while the previous block's value is below this one's.
+                while top > 0 and value[top - 1] < value[top]:
+                    if KL:
+                        sz[top - 1] = _logaddexp(sz[top - 1], sz[top])
+                        sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
+                        value[top - 1] = sz[top - 1] - sw[top - 1]
+                    else:
+                        # l2 keeps block means, merged as a convex combination:
+                        # sums of values near the float maximum would overflow.
+                        fa = (start[r, top] - start[r, top - 1]) / (i + 1 - start[r, top - 1])
+                        fb = 1.0 - fa
+                        sz[top - 1] = fa * sz[top - 1] + fb * sz[top]
+                        sw[top - 1] = fa * sw[top - 1] + fb * sw[top]
+                        value[top - 1] = c * sz[top - 1] - sw[top - 1]
+                    top -= 1
+            hi = last
+            for b in range(top, -1, -1):
+                lo = start[r, b]
+                shift_z = sz[b]  # KL: the block's LSE; l2: its mean
+                shift_w = sw[b]
                 for i in range(lo, hi):
-                    if need_gz:
-                        gz[r, order[r, i] if unsort == 1 else i] = fill
-                    if need_gw:
-                        gw[r, order[r, i] if unsort == 2 else i] = fill
-                total_c += fill
+                    start[r, i] = lo
+                    j = idx[i] if UNSORT == 1 else i
+                    if KL:
+                        out[r, j] = c * zs[i] - shift_z + shift_w
+                    else:
+                        out[r, j] = c * (zs[i] - shift_z) + shift_w
+                hi = lo
+            # The infinite blocks: the infinite sequence's term is its value
+            # (KL: LSE), the finite one's is exact (l2: c (z - mean z); KL:
+            # c z - LSE(c z)), and an infinite z reads as a tie (l2: 0; KL:
+            # -log m, a uniform softmax).
+            for end in range(2):
+                lo = 0 if end == 0 else last
+                hi = first if end == 0 else n
+                if lo == hi:
+                    continue
+                m = hi - lo
+                z_inf = zs[lo] == np.inf or zs[lo] == -np.inf
+                mz = 0.0
+                mw = 0.0
+                for i in range(lo, hi):
+                    start[r, i] = lo
+                    if KL:
+                        mz = c * zs[i] if i == lo else _logaddexp(mz, c * zs[i])
+                        mw = ws[i] if i == lo else _logaddexp(mw, ws[i])
+                    else:
+                        mz += zs[i] / m
+                        mw += ws[i] / m
+                for i in range(lo, hi):
+                    j = idx[i] if UNSORT == 1 else i
+                    if KL:
+                        out[r, j] = (-math.log(m) if z_inf else c * zs[i] - mz) + mw
+                    else:
+                        out[r, j] = (0.0 if z_inf else c * (zs[i] - mz)) + mw
+
+    return _pav_forward_rows
+
+
+def _backward_kernel(KL, UNSORT):
+    """The backward row kernel (see ``_forward_kernel``)."""
+    def _pav_backward_rows(z, w, scale, steps, start, g, order, gz, gw, gc, row_lo, row_hi):
+        n = start.shape[1]
+        z_step, w_step, c_step = steps[0], steps[1], steps[2]
+        need_gz = gz.shape[0] > 0
+        need_gw = gw.shape[0] > 0
+        for r in range(row_lo, row_hi):
+            c = np.float64(scale[r * c_step])
+            zr = r * z_step
+            wr = r * w_step
+            total_c = 0.0
+            lo = 0
+            while lo < n:
+                hi = lo + 1
+                while hi < n and start[r, hi] == lo:
+                    hi += 1
+                z0 = np.float64(z[zr, order[r, lo] if UNSORT == 1 else lo])
+                w0 = np.float64(w[wr, order[r, lo] if UNSORT == 2 else lo])
+                if not (np.isfinite(z0) and np.isfinite(w0)):
+                    # An infinite block is a constant; a NaN one (a NaN row) is NaN.
+                    fill = np.nan if (z0 != z0 or w0 != w0) else 0.0
+                    for i in range(lo, hi):
+                        if need_gz:
+                            gz[r, order[r, i] if UNSORT == 1 else i] = fill
+                        if need_gw:
+                            gw[r, order[r, i] if UNSORT == 2 else i] = fill
+                    total_c += fill
+                    lo = hi
+                    continue
+                block_g = 0.0
+                for i in range(lo, hi):
+                    block_g += np.float64(g[r, order[r, i] if UNSORT == 1 else i])
+                if KL:
+                    mz = -np.inf
+                    mw = -np.inf
+                    for i in range(lo, hi):
+                        mz = max(mz, c * np.float64(z[zr, order[r, i] if UNSORT == 1 else i]))
+                        mw = max(mw, np.float64(w[wr, order[r, i] if UNSORT == 2 else i]))
+                    ez = 0.0
+                    ew = 0.0
+                    for i in range(lo, hi):
+                        ez += math.exp(c * np.float64(z[zr, order[r, i] if UNSORT == 1 else i]) - mz)
+                        ew += math.exp(np.float64(w[wr, order[r, i] if UNSORT == 2 else i]) - mw)
+                    for i in range(lo, hi):
+                        zi = np.float64(z[zr, order[r, i] if UNSORT == 1 else i])
+                        a = math.exp(c * zi - mz) / ez
+                        d = np.float64(g[r, order[r, i] if UNSORT == 1 else i]) - a * block_g
+                        if need_gz:
+                            gz[r, order[r, i] if UNSORT == 1 else i] = c * d
+                        if need_gw:
+                            gw[r, order[r, i] if UNSORT == 2 else i] = (
+                                math.exp(np.float64(w[wr, order[r, i] if UNSORT == 2 else i]) - mw) / ew * block_g
+                            )
+                        total_c += zi * d
+                else:
+                    mean_g = block_g / (hi - lo)
+                    mean_z = 0.0  # a sum of z / m: no overflow near the float maximum
+                    for i in range(lo, hi):
+                        mean_z += np.float64(z[zr, order[r, i] if UNSORT == 1 else i]) / (hi - lo)
+                    for i in range(lo, hi):
+                        gi = np.float64(g[r, order[r, i] if UNSORT == 1 else i])
+                        if need_gz:
+                            gz[r, order[r, i] if UNSORT == 1 else i] = c * (gi - mean_g)
+                        if need_gw:
+                            gw[r, order[r, i] if UNSORT == 2 else i] = mean_g
+                        total_c += gi * (np.float64(z[zr, order[r, i] if UNSORT == 1 else i]) - mean_z)
                 lo = hi
-                continue
-            block_g = 0.0
-            for i in range(lo, hi):
-                block_g += np.float64(g[r, order[r, i] if unsort == 1 else i])
-            if kl:
-                mz = -np.inf
-                mw = -np.inf
-                for i in range(lo, hi):
-                    mz = max(mz, c * np.float64(z[zr, order[r, i] if unsort == 1 else i]))
-                    mw = max(mw, np.float64(w[wr, order[r, i] if unsort == 2 else i]))
-                ez = 0.0
-                ew = 0.0
-                for i in range(lo, hi):
-                    ez += math.exp(c * np.float64(z[zr, order[r, i] if unsort == 1 else i]) - mz)
-                    ew += math.exp(np.float64(w[wr, order[r, i] if unsort == 2 else i]) - mw)
-                for i in range(lo, hi):
-                    zi = np.float64(z[zr, order[r, i] if unsort == 1 else i])
-                    a = math.exp(c * zi - mz) / ez
-                    d = np.float64(g[r, order[r, i] if unsort == 1 else i]) - a * block_g
-                    if need_gz:
-                        gz[r, order[r, i] if unsort == 1 else i] = c * d
-                    if need_gw:
-                        gw[r, order[r, i] if unsort == 2 else i] = (
-                            math.exp(np.float64(w[wr, order[r, i] if unsort == 2 else i]) - mw) / ew * block_g
-                        )
-                    total_c += zi * d
-            else:
-                mean_g = block_g / (hi - lo)
-                mean_z = 0.0  # a sum of z / m: no overflow near the float maximum
-                for i in range(lo, hi):
-                    mean_z += np.float64(z[zr, order[r, i] if unsort == 1 else i]) / (hi - lo)
-                for i in range(lo, hi):
-                    gi = np.float64(g[r, order[r, i] if unsort == 1 else i])
-                    if need_gz:
-                        gz[r, order[r, i] if unsort == 1 else i] = c * (gi - mean_g)
-                    if need_gw:
-                        gw[r, order[r, i] if unsort == 2 else i] = mean_g
-                    total_c += gi * (np.float64(z[zr, order[r, i] if unsort == 1 else i]) - mean_z)
-            lo = hi
-        gc[r] = total_c
+            gc[r] = total_c
+
+    return _pav_backward_rows
 
 
 def _logaddexp_py(a, b):
@@ -294,8 +304,10 @@ def _numba_kernels():
         return None
     jit = numba.njit(cache=True, nogil=True)
     _logaddexp = jit(_logaddexp_py)
-    _sort_row = jit(rowsort.sort_row)
-    return jit(_pav_forward_rows), jit(_pav_backward_rows)
+    _sort_row = rowsort.compiled_sort_row()
+    # numba compiles each variant on its first call (per dtype).
+    return {(kl, unsort): (jit(_forward_kernel(kl, code)), jit(_backward_kernel(kl, code)))
+            for kl in (False, True) for unsort, code in _UNSORT.items()}
 
 
 def numba_available() -> bool:
@@ -376,8 +388,9 @@ def forward_numpy(z, w, scale, kl: bool, unsort=None):
         sort_bits, bits = rowsort.key_bits(lay.unsorted(unsort))
         order = np.empty((rows, n), np.int32)
     z, w, scale, steps, sort_bits = readonly(lay.z, lay.w, lay.scale, lay.steps, sort_bits)
-    args = (z, w, scale, steps, bool(kl), sort_bits, bits, _UNSORT[unsort], out, start, order)
-    _threads.run(lambda lo, hi: kernels[0](*args, lo, hi, *_SCRATCH.get(n)), rows, n)
+    args = (z, w, scale, steps, sort_bits, bits, out, start, order)
+    kernel = kernels[bool(kl), unsort][0]
+    _threads.run(lambda lo, hi: kernel(*args, lo, hi, *_SCRATCH.get(n)), rows, n)
     shape = lay.batch + (n,)
     return out.reshape(shape), start.reshape(shape), (None if unsort is None else order.reshape(shape))
 
@@ -400,8 +413,9 @@ def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, nee
     z, w, scale, steps, start, g, order = readonly(
         lay.z, lay.w, lay.scale, lay.steps, lay.full(np.asarray(start)), lay.full(np.asarray(g, lay.dtype)),
         lay.order(order))
-    args = (z, w, scale, steps, start, g, bool(kl), order, _UNSORT[unsort], gz, gw, gc)
-    _threads.run(lambda lo, hi: kernels[1](*args, lo, hi), rows, n)
+    args = (z, w, scale, steps, start, g, order, gz, gw, gc)
+    kernel = kernels[bool(kl), unsort][1]
+    _threads.run(lambda lo, hi: kernel(*args, lo, hi), rows, n)
     shape = lay.batch + (n,)
     return (
         gz.reshape(shape) if need[0] else None,

@@ -199,82 +199,93 @@ def _mask_target_py(n, k):
 # --- row kernels ----------------------------------------------------------------------
 
 
-def _forward_rows(x, x_bits, bits, t, k, steps, op, need_t, out, aux, gaps, y, order, row_lo, row_hi):
-    n = out.shape[1]
-    # Blocks of about _BLOCK entries: the knots and recurrences of a block's
-    # rows are computed in flat loops (which vectorise), within the cache.
-    per_block = max(1, _BLOCK // max(n, 1))
-    for lo in range(row_lo, row_hi, per_block):
-        hi = min(lo + per_block, row_hi)
-        # Sort the block's rows (softops._kernels.rowsort): y and order.
-        key = np.empty(n, np.uint64)
-        key_b = np.empty(n, np.uint64)
-        idx = np.empty(n, np.int32)
-        idx_b = np.empty(n, np.int32)
-        count = np.empty(256, np.int64)
-        for r in range(lo, hi):
-            _sort_row(x_bits, r, bits, False, key, key_b, idx, idx_b, count)
-            for i in range(n):
-                order[r, i] = idx[i]
-                y[r, i] = x[r, idx[i]]
-        block = np.empty((hi - lo) * n, np.float64)
-        _block_knots(y, t, steps, lo, hi, block)
-        block_alpha = np.empty((hi - lo) * n, np.float64)
-        block_beta = np.empty((hi - lo) * n, np.float64)
-        block_rank = np.empty((hi - lo) * n, np.float64)
-        _block_recurrences(y, lo, hi, block, block_alpha, block_beta, block_rank)
-        e = np.empty(max(n - 1, 1), np.float64)
-        alpha = np.empty(n, np.float64)
-        beta = np.empty(n, np.float64)
-        rank = np.empty(n, np.float64)
-        da = np.empty(n, np.float64)
-        db = np.empty(n, np.float64)
-        counts = np.empty(n + 1, np.int64)
-        for r in range(lo, hi):
-            yr = r * steps[0]
-            tr = np.float64(t[r * steps[1]])
-            base = (r - lo) * n
-            for j in range(n):
-                aux[r, 0, j] = block[base + j]
-                alpha[j] = block_alpha[base + j]
-                beta[j] = block_beta[base + j]
-                rank[j] = block_rank[base + j]
-            for j in range(n - 1):
-                e[j] = block[base + j]
-            if need_t and op != 2:
-                _derivatives(y, yr, tr, e, alpha, beta, da, db)
-            if op == 0:
-                for j in range(n):
-                    out[r, order[yr, j]] = rank[j]
-                    aux[r, 1, j] = alpha[j] + beta[j]
-                    aux[r, 2, j] = db[j] - da[j] if need_t else 0.0
-            elif op == 1:
-                _sort_forward(y, r, yr, tr, e, alpha, beta, rank, da, db, need_t, counts, out, block, base,
-                              aux, gaps)
-            else:
-                inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
-                if not inside:
-                    fill = 0.0 if target > 0 else 1.0
-                    for j in range(n):
-                        out[r, j] = fill
-                    continue
-                m = 0
-                while m < n and rank[m] - 0.5 <= target:
-                    m += 1
-                _, _, anchor, offset = _gap(y, yr, e, alpha, beta, target, m)
-                for j in range(n):
-                    v = (0.0 if y[yr, j] == anchor else (np.float64(y[yr, j]) - anchor) / tr) - offset
-                    p = 0.5 * _exp(-abs(v))
-                    out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
-        if op == 1:
-            # The sort's logarithms, in one flat (vectorised) loop for the block.
-            for i in range((hi - lo) * n):
-                block[i] = _log(block[i])
+def _forward_kernel(OP, NEED_T):
+    """The forward row kernel of operation ``OP`` (``_OP``), with or without
+    ``T``'s coefficients (``NEED_T``): closure constants, so numba prunes the
+    other cases' branches (the helpers get them as literals) and each variant
+    compiles only its own code, on its first call."""
+
+    def _forward_rows(x, x_bits, bits, t, k, steps, out, aux, gaps, y, y_in, order, row_lo, row_hi):
+        n = out.shape[1]
+        # Blocks of about _BLOCK entries: the knots and recurrences of a block's
+        # rows are computed in flat loops (which vectorise), within the cache.
+        per_block = max(1, _BLOCK // max(n, 1))
+        for lo in range(row_lo, row_hi, per_block):
+            hi = min(lo + per_block, row_hi)
+            # Sort the block's rows (softops._kernels.rowsort): y and order.
+            key = np.empty(n, np.uint64)
+            key_b = np.empty(n, np.uint64)
+            idx = np.empty(n, np.int32)
+            idx_b = np.empty(n, np.int32)
+            count = np.empty(256, np.int64)
             for r in range(lo, hi):
+                _sort_row(x_bits, r, bits, False, key, key_b, idx, idx_b, count)
+                for i in range(n):
+                    order[r, i] = idx[i]
+                    y[r, i] = x[r, idx[i]]
+            # From here on the sorted rows are read through ``y_in``, a read-only
+            # view of ``y``: the helpers then compile once for the forward and
+            # the backward (which gets them read-only).
+            block = np.empty((hi - lo) * n, np.float64)
+            _block_knots(y_in, t, steps, lo, hi, block)
+            block_alpha = np.empty((hi - lo) * n, np.float64)
+            block_beta = np.empty((hi - lo) * n, np.float64)
+            block_rank = np.empty((hi - lo) * n, np.float64)
+            _block_recurrences(y_in, lo, hi, block, block_alpha, block_beta, block_rank)
+            e = np.empty(max(n - 1, 1), np.float64)
+            alpha = np.empty(n, np.float64)
+            beta = np.empty(n, np.float64)
+            rank = np.empty(n, np.float64)
+            da = np.empty(n, np.float64)
+            db = np.empty(n, np.float64)
+            counts = np.empty(n + 1, np.int64)
+            for r in range(lo, hi):
+                yr = r * steps[0]
                 tr = np.float64(t[r * steps[1]])
                 base = (r - lo) * n
                 for j in range(n):
-                    out[r, j] = np.float64(out[r, j]) + tr * block[base + j]
+                    aux[r, 0, j] = block[base + j]
+                    alpha[j] = block_alpha[base + j]
+                    beta[j] = block_beta[base + j]
+                    rank[j] = block_rank[base + j]
+                for j in range(n - 1):
+                    e[j] = block[base + j]
+                if NEED_T and OP != 2:
+                    _derivatives(y_in, yr, tr, e, alpha, beta, da, db)
+                if OP == 0:
+                    for j in range(n):
+                        out[r, order[yr, j]] = rank[j]
+                        aux[r, 1, j] = alpha[j] + beta[j]
+                        aux[r, 2, j] = db[j] - da[j] if NEED_T else 0.0
+                elif OP == 1:
+                    _sort_forward(y_in, r, yr, tr, e, alpha, beta, rank, da, db, NEED_T, counts, out, block, base,
+                                  aux, gaps)
+                else:
+                    inside, target = _mask_target(n, np.float64(k[r * steps[2]]))
+                    if not inside:
+                        fill = 0.0 if target > 0 else 1.0
+                        for j in range(n):
+                            out[r, j] = fill
+                        continue
+                    m = 0
+                    while m < n and rank[m] - 0.5 <= target:
+                        m += 1
+                    _, _, anchor, offset = _gap(y_in, yr, e, alpha, beta, target, m)
+                    for j in range(n):
+                        v = (0.0 if y_in[yr, j] == anchor else (np.float64(y_in[yr, j]) - anchor) / tr) - offset
+                        p = 0.5 * _exp(-abs(v))
+                        out[r, order[yr, j]] = p if v <= 0 else 1.0 - p
+            if OP == 1:
+                # The sort's logarithms, in one flat (vectorised) loop for the block.
+                for i in range((hi - lo) * n):
+                    block[i] = _log(block[i])
+                for r in range(lo, hi):
+                    tr = np.float64(t[r * steps[1]])
+                    base = (r - lo) * n
+                    for j in range(n):
+                        out[r, j] = np.float64(out[r, j]) + tr * block[base + j]
+
+    return _forward_rows
 
 
 def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, out, logs, base, aux, gaps):
@@ -339,32 +350,37 @@ def _sort_forward_py(y, r, yr, t, e, alpha, beta, rank, da, db, need_t, counts, 
         gaps[r, j] = m
 
 
-def _backward_rows(y, order, t, k, aux, gaps, g, steps, op, need_t, gy, gt, gk, row_lo, row_hi):
-    n = gy.shape[1]
-    if row_lo < row_hi:
-        e = np.empty(max(n - 1, 1), np.float64)
-        alpha = np.empty(n, np.float64)
-        beta = np.empty(n, np.float64)
-        rank = np.empty(n, np.float64)
-        wl = np.empty(n, np.float64)
-        wr = np.empty(n, np.float64)
-        for r in range(row_lo, row_hi):
-            yr = r * steps[0]
-            tr = np.float64(t[r * steps[1]])
-            if op == 0:
-                _rank_backward(g, r, order, yr, tr, aux, need_t, wl, gy, gt)
-            elif op == 1:
-                _sort_backward(g, r, order, yr, aux, gaps, need_t, wl, wr, gy, gt)
-            else:
-                for j in range(n - 1):
-                    e[j] = aux[r, 0, j]
-                _block_recurrences(y, yr, yr + 1, e, alpha, beta, rank)
-                _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
-                               wl, wr, gy, gt, gk)
-            # Entries at +-inf are constants (their outputs too).
-            for j in range(n):
-                if y[yr, j] == np.inf or y[yr, j] == -np.inf:
-                    gy[r, order[yr, j]] = 0.0
+def _backward_kernel(OP, NEED_T):
+    """The backward row kernel of operation ``OP`` (see ``_forward_kernel``)."""
+
+    def _backward_rows(y, order, t, k, aux, gaps, g, steps, gy, gt, gk, row_lo, row_hi):
+        n = gy.shape[1]
+        if row_lo < row_hi:
+            e = np.empty(max(n - 1, 1), np.float64)
+            alpha = np.empty(n, np.float64)
+            beta = np.empty(n, np.float64)
+            rank = np.empty(n, np.float64)
+            wl = np.empty(n, np.float64)
+            wr = np.empty(n, np.float64)
+            for r in range(row_lo, row_hi):
+                yr = r * steps[0]
+                tr = np.float64(t[r * steps[1]])
+                if OP == 0:
+                    _rank_backward(g, r, order, yr, tr, aux, NEED_T, wl, gy, gt)
+                elif OP == 1:
+                    _sort_backward(g, r, order, yr, aux, gaps, NEED_T, wl, wr, gy, gt)
+                else:
+                    for j in range(n - 1):
+                        e[j] = aux[r, 0, j]
+                    _block_recurrences(y, yr, yr + 1, e, alpha, beta, rank)
+                    _mask_backward(y, g, r, order, yr, tr, np.float64(k[r * steps[2]]), e, alpha, beta, rank,
+                                   wl, wr, gy, gt, gk)
+                # Entries at +-inf are constants (their outputs too).
+                for j in range(n):
+                    if y[yr, j] == np.inf or y[yr, j] == -np.inf:
+                        gy[r, order[yr, j]] = 0.0
+
+    return _backward_rows
 
 
 def _rank_backward_py(g, r, order, yr, t, aux, need_t, acc, gy, gt):
@@ -476,7 +492,7 @@ _rank_backward = _rank_backward_py
 _sort_forward = _sort_forward_py
 _sort_backward = _sort_backward_py
 _mask_backward = _mask_backward_py
-# Entries per block of rows in the forward kernel (see _forward_rows).
+# Entries per block of rows in the forward kernel (see _forward_kernel).
 _BLOCK = 1024
 
 
@@ -492,9 +508,9 @@ def _numba_kernels():
         return None
     # error_model="numpy": no division-by-zero branch (every division here is
     # guarded), so that the flat loops vectorise.
-    jit = numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
     _exp, _log = vecmath.compiled()
-    _sort_row = jit(rowsort.sort_row)
+    _sort_row = rowsort.compiled_sort_row()
     # Helpers first: the kernels resolve these globals when they compile.
     _block_recurrences = jit(_block_recurrences_py)
     _block_knots, _derivatives = jit(_block_knots_py), jit(_derivatives_py)
@@ -505,15 +521,29 @@ def _numba_kernels():
     _sort_forward = jit(_sort_forward_py)
     _mask_backward = jit(_mask_backward_py)
     kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
-    return kernel(_forward_rows), kernel(_backward_rows)
+    return _variants(kernel)
 
 
 def numba_available() -> bool:
     return _numba_kernels() is not None
 
 
-def _kernels():
-    return _numba_kernels() or (_forward_rows, _backward_rows)
+def _variants(wrap):
+    """``{(op, need_t): (forward, backward)}``, each kernel made by ``wrap``."""
+    return {(op, need_t): (wrap(_forward_kernel(i, need_t)), wrap(_backward_kernel(i, need_t)))
+            for op, i in _OP.items() for need_t in (False, True)}
+
+
+@functools.cache
+def _python_kernels():
+    return _variants(lambda f: f)
+
+
+def _kernels(op, need_t):
+    """``(forward, backward)`` row kernels of ``op`` (with ``T``'s coefficients
+    or not): numba's (compiled on first use, per variant and dtype), else the
+    plain-Python ones."""
+    return (_numba_kernels() or _python_kernels())[op, bool(need_t)]
 
 
 class _Layout:
@@ -579,8 +609,8 @@ def forward(op: str, x, t, k=None, need_t=True):
     y = np.empty((rows, n), lay.work)
     order = np.empty((rows, n), np.int32)
     x_rows, x_bits, t, k, steps = readonly(x_rows, x_bits, lay.t, lay.k, steps)
-    args = (x_rows, x_bits, bits, t, k, steps, _OP[op], bool(need_t), out, aux, gaps, y, order)
-    kernel = _kernels()[0]
+    args = (x_rows, x_bits, bits, t, k, steps, out, aux, gaps, y, *readonly(y), order)
+    kernel = _kernels(op, need_t)[0]
     _threads.run(lambda lo, hi: kernel(*args, lo, hi), rows, n)
     shape = lay.batch + (n,)
     return (out.astype(lay.dtype, copy=False).reshape(shape), aux.reshape(aux_shape), gaps.reshape(gaps_shape),
@@ -603,8 +633,8 @@ def backward(op: str, y, order, t, aux, gaps, g, k=None, need_t=True):
     gaps = np.ascontiguousarray(np.broadcast_to(gaps, gaps_shape)).reshape(lay.rows, gaps_shape[-1])
     y, order, t, k, aux, gaps, g, steps = readonly(
         lay.y, lay.order, lay.t, lay.k, aux, gaps, lay.full(np.asarray(g).astype(lay.work, copy=False)), lay.steps)
-    args = (y, order, t, k, aux, gaps, g, steps, _OP[op], bool(need_t), gy, gt, gk)
-    kernel = _kernels()[1]
+    args = (y, order, t, k, aux, gaps, g, steps, gy, gt, gk)
+    kernel = _kernels(op, need_t)[1]
     _threads.run(lambda lo, hi: kernel(*args, lo, hi), lay.rows, lay.n)
     return (
         gy.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)),

@@ -44,6 +44,7 @@ from softops._kernels._rows import as_rows, readonly
 SORT, COLUMNS = 0, 1
 _NETWORKS = ("odd_even", "bitonic")
 # ``kind``: the index in softops.methods.network.SIGMOIDS (logistic, cauchy, reciprocal, optimal).
+KINDS = 4  # kernel variants per sigmoid
 Z_MAX = 1e30  # as softops.methods.network._Z_MAX
 INACTIVE = math.inf  # the stored z of an identity comparator (a clipped z is at most Z_MAX)
 
@@ -124,155 +125,168 @@ def _stages_py(count, odd_even):
     return stages
 
 
-def _forward_rows(y, t, w, steps, lo, hi, stage, lanes, odd_even, kind, op, out, zs, ds, row_lo, row_hi):
-    n = y.shape[1]
-    layers, width = lo.shape
-    v = np.empty(lanes, np.float64)
-    wl = np.empty(lanes, np.float64)
-    pos = np.empty(n, np.int64)
-    for r in range(row_lo, row_hi):
-        yr = y[r * steps[0]]
-        temp = float(t[r * steps[1]])
-        count, m_low, nan = _compact(yr, pos)
-        if nan:
-            out[r, :] = np.nan
-            zs[r, :, :] = np.nan
-            if op == COLUMNS:
-                ds[r, :, :] = np.nan
-            continue
-        for lane in range(lanes):
-            v[lane] = yr[pos[lane]] if lane < count else 0.0
-        stages = _stages(count, odd_even)
-        ratio = 2.0 / temp
-        for l in range(layers):
-            live = stage[l] < stages
-            for c in range(width):
-                i, j = lo[l, c], hi[l, c]
-                if i < 0 or not live or j >= count:
-                    zs[r, l, c] = INACTIVE
-                    continue
-                a, b = v[i], v[j]
-                z = min(max((0.5 * b - 0.5 * a) * ratio, -Z_MAX), Z_MAX)
-                zs[r, l, c] = z
-                shift = temp * _h(kind, abs(z))
-                v[i] = min(a, b) + shift
-                v[j] = max(a, b) - shift
-        if op == SORT:
-            for s in range(n):
-                if s < m_low:
-                    out[r, s] = -np.inf
-                elif s < m_low + count:
-                    out[r, s] = v[s - m_low]
-                else:
-                    out[r, s] = np.inf
-            continue
-        wr = w[r * steps[2]]
-        for lane in range(lanes):
-            wl[lane] = wr[lane + m_low] if lane < count else 0.0
-        for l in range(layers - 1, -1, -1):
-            for c in range(width):
-                z = float(zs[r, l, c])
-                if z == INACTIVE:
-                    continue
-                i, j = lo[l, c], hi[l, c]
-                alpha = _sigmoid(kind, z)[0]
-                a, b = wl[i], wl[j]
-                d = a - b
-                ds[r, l, c] = d
-                wl[i] = b + alpha * d  # alpha a + (1 - alpha) b
-                wl[j] = a - alpha * d  # (1 - alpha) a + alpha b
-        first, last = 0.0, 0.0
-        m_high = n - m_low - count
-        for s in range(m_low):
-            first += wr[s]
-        for s in range(m_low + count, n):
-            last += wr[s]
-        first /= max(m_low, 1)
-        last /= max(m_high, 1)
-        for s in range(n):
-            out[r, s] = first if yr[s] == -np.inf else last
-        for lane in range(count):
-            out[r, pos[lane]] = wl[lane]
+def _forward_kernel(KIND, OP):
+    """The forward row kernel of one sigmoid (``KIND``, the index in ``SIGMOIDS``) and
+    operation (``OP``: ``SORT`` or ``COLUMNS``): closure constants, so numba
+    prunes the other cases' branches (the helpers get them as literals) and
+    each variant compiles only its own code, on its first call."""
 
-
-def _backward_rows(y, t, w, zs, ds, g, steps, lo, hi, stage, lanes, kind, op, need_t, gy, gt, gw, row_lo, row_hi):
-    n = y.shape[1]
-    layers, width = lo.shape
-    gv = np.empty(lanes, np.float64)
-    gl = np.empty(lanes, np.float64)
-    galpha = np.zeros((layers, width), np.float64)
-    pos = np.empty(n, np.int64)
-    for r in range(row_lo, row_hi):
-        yr, gr = y[r * steps[0]], g[r]
-        temp = float(t[r * steps[1]])
-        count, m_low, nan = _compact(yr, pos)
-        if nan:
-            gy[r, :] = np.nan
-            gt[r] = np.nan
-            if op == COLUMNS:
-                gw[r, :] = np.nan
-            continue
-        gv[:] = 0.0
-        if op == SORT:
-            for lane in range(count):
-                gv[lane] = gr[m_low + lane]
-        else:
-            # Through the pull-back of the slot weights (applied to the layers
-            # last to first, so differentiated first to last).
+    def _forward_rows(y, t, w, steps, lo, hi, stage, lanes, odd_even, out, zs, ds, row_lo, row_hi):
+        n = y.shape[1]
+        layers, width = lo.shape
+        v = np.empty(lanes, np.float64)
+        wl = np.empty(lanes, np.float64)
+        pos = np.empty(n, np.int64)
+        for r in range(row_lo, row_hi):
+            yr = y[r * steps[0]]
+            temp = float(t[r * steps[1]])
+            count, m_low, nan = _compact(yr, pos)
+            if nan:
+                out[r, :] = np.nan
+                zs[r, :, :] = np.nan
+                if OP == COLUMNS:
+                    ds[r, :, :] = np.nan
+                continue
             for lane in range(lanes):
-                gl[lane] = gr[pos[lane]] if lane < count else 0.0
+                v[lane] = yr[pos[lane]] if lane < count else 0.0
+            stages = _stages(count, odd_even)
+            ratio = 2.0 / temp
             for l in range(layers):
+                live = stage[l] < stages
+                for c in range(width):
+                    i, j = lo[l, c], hi[l, c]
+                    if i < 0 or not live or j >= count:
+                        zs[r, l, c] = INACTIVE
+                        continue
+                    a, b = v[i], v[j]
+                    z = min(max((0.5 * b - 0.5 * a) * ratio, -Z_MAX), Z_MAX)
+                    zs[r, l, c] = z
+                    shift = temp * _h(KIND, abs(z))
+                    v[i] = min(a, b) + shift
+                    v[j] = max(a, b) - shift
+            if OP == SORT:
+                for s in range(n):
+                    if s < m_low:
+                        out[r, s] = -np.inf
+                    elif s < m_low + count:
+                        out[r, s] = v[s - m_low]
+                    else:
+                        out[r, s] = np.inf
+                continue
+            wr = w[r * steps[2]]
+            for lane in range(lanes):
+                wl[lane] = wr[lane + m_low] if lane < count else 0.0
+            for l in range(layers - 1, -1, -1):
                 for c in range(width):
                     z = float(zs[r, l, c])
                     if z == INACTIVE:
                         continue
                     i, j = lo[l, c], hi[l, c]
-                    alpha = _sigmoid(kind, z)[0]
-                    a, b = gl[i], gl[j]
-                    galpha[l, c] = (a - b) * ds[r, l, c]
-                    gl[i] = alpha * a + (1.0 - alpha) * b
-                    gl[j] = (1.0 - alpha) * a + alpha * b
-            m_high = n - m_low - count
+                    alpha = _sigmoid(KIND, z)[0]
+                    a, b = wl[i], wl[j]
+                    d = a - b
+                    ds[r, l, c] = d
+                    wl[i] = b + alpha * d  # alpha a + (1 - alpha) b
+                    wl[j] = a - alpha * d  # (1 - alpha) a + alpha b
             first, last = 0.0, 0.0
+            m_high = n - m_low - count
+            for s in range(m_low):
+                first += wr[s]
+            for s in range(m_low + count, n):
+                last += wr[s]
+            first /= max(m_low, 1)
+            last /= max(m_high, 1)
             for s in range(n):
-                if yr[s] == -np.inf:
-                    first += gr[s]
-                elif yr[s] == np.inf:
-                    last += gr[s]
+                out[r, s] = first if yr[s] == -np.inf else last
+            for lane in range(count):
+                out[r, pos[lane]] = wl[lane]
+
+    return _forward_rows
+
+
+def _backward_kernel(KIND, OP):
+    """The backward row kernel (see ``_forward_kernel``)."""
+
+    def _backward_rows(y, t, w, zs, ds, g, steps, lo, hi, stage, lanes, need_t, gy, gt, gw, row_lo, row_hi):
+        n = y.shape[1]
+        layers, width = lo.shape
+        gv = np.empty(lanes, np.float64)
+        gl = np.empty(lanes, np.float64)
+        galpha = np.zeros((layers, width), np.float64)
+        pos = np.empty(n, np.int64)
+        for r in range(row_lo, row_hi):
+            yr, gr = y[r * steps[0]], g[r]
+            temp = float(t[r * steps[1]])
+            count, m_low, nan = _compact(yr, pos)
+            if nan:
+                gy[r, :] = np.nan
+                gt[r] = np.nan
+                if OP == COLUMNS:
+                    gw[r, :] = np.nan
+                continue
+            gv[:] = 0.0
+            if OP == SORT:
+                for lane in range(count):
+                    gv[lane] = gr[m_low + lane]
+            else:
+                # Through the pull-back of the slot weights (applied to the layers
+                # last to first, so differentiated first to last).
+                for lane in range(lanes):
+                    gl[lane] = gr[pos[lane]] if lane < count else 0.0
+                for l in range(layers):
+                    for c in range(width):
+                        z = float(zs[r, l, c])
+                        if z == INACTIVE:
+                            continue
+                        i, j = lo[l, c], hi[l, c]
+                        alpha = _sigmoid(KIND, z)[0]
+                        a, b = gl[i], gl[j]
+                        galpha[l, c] = (a - b) * ds[r, l, c]
+                        gl[i] = alpha * a + (1.0 - alpha) * b
+                        gl[j] = (1.0 - alpha) * a + alpha * b
+                m_high = n - m_low - count
+                first, last = 0.0, 0.0
+                for s in range(n):
+                    if yr[s] == -np.inf:
+                        first += gr[s]
+                    elif yr[s] == np.inf:
+                        last += gr[s]
+                for s in range(n):
+                    if s < m_low:
+                        gw[r, s] = first / m_low
+                    elif s < m_low + count:
+                        gw[r, s] = gl[s - m_low]
+                    else:
+                        gw[r, s] = last / m_high
+            inv_t = 1.0 / temp
+            acc_t = 0.0
+            for l in range(layers - 1, -1, -1):
+                for c in range(width):
+                    z = float(zs[r, l, c])
+                    if z == INACTIVE:
+                        continue
+                    i, j = lo[l, c], hi[l, c]
+                    f, fp = _sigmoid(KIND, z)
+                    a, b = gv[i], gv[j]
+                    if abs(z) >= Z_MAX:  # clipped: z is a constant
+                        cc = f
+                        dz = 0.0
+                        if need_t:
+                            acc_t += _h(KIND, abs(z)) * (a - b)
+                    else:
+                        cc = f + z * fp
+                        dz = galpha[l, c] * fp if OP == COLUMNS else 0.0
+                        if need_t:
+                            acc_t += z * z * fp * (a - b) - dz * z * inv_t
+                    gv[i] = cc * a + (1.0 - cc) * b - dz * inv_t
+                    gv[j] = (1.0 - cc) * a + cc * b + dz * inv_t
             for s in range(n):
-                if s < m_low:
-                    gw[r, s] = first / m_low
-                elif s < m_low + count:
-                    gw[r, s] = gl[s - m_low]
-                else:
-                    gw[r, s] = last / m_high
-        inv_t = 1.0 / temp
-        acc_t = 0.0
-        for l in range(layers - 1, -1, -1):
-            for c in range(width):
-                z = float(zs[r, l, c])
-                if z == INACTIVE:
-                    continue
-                i, j = lo[l, c], hi[l, c]
-                f, fp = _sigmoid(kind, z)
-                a, b = gv[i], gv[j]
-                if abs(z) >= Z_MAX:  # clipped: z is a constant
-                    cc = f
-                    dz = 0.0
-                    if need_t:
-                        acc_t += _h(kind, abs(z)) * (a - b)
-                else:
-                    cc = f + z * fp
-                    dz = galpha[l, c] * fp if op == COLUMNS else 0.0
-                    if need_t:
-                        acc_t += z * z * fp * (a - b) - dz * z * inv_t
-                gv[i] = cc * a + (1.0 - cc) * b - dz * inv_t
-                gv[j] = (1.0 - cc) * a + cc * b + dz * inv_t
-        for s in range(n):
-            gy[r, s] = 0.0
-        for lane in range(count):
-            gy[r, pos[lane]] = gv[lane]
-        gt[r] = acc_t
+                gy[r, s] = 0.0
+            for lane in range(count):
+                gy[r, pos[lane]] = gv[lane]
+            gt[r] = acc_t
+
+    return _backward_rows
 
 
 # Pure-Python stand-ins (the kernels' globals); _numba_kernels swaps in compiled ones.
@@ -287,19 +301,32 @@ def _numba_kernels():
         import numba
     except ImportError:
         return None
-    jit = numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
     # Helpers first: the kernels resolve these globals when they compile.
     _sigmoid, _h, _compact, _stages = jit(_sigmoid_py), jit(_h_py), jit(_compact_py), jit(_stages_py)
     kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
-    return kernel(_forward_rows), kernel(_backward_rows)
+    return _variants(kernel)
+
+
+def _variants(wrap):
+    """``{(kind, op): (forward, backward)}``, each kernel made by ``wrap``."""
+    return {(kind, op): (wrap(_forward_kernel(kind, op)), wrap(_backward_kernel(kind, op)))
+            for kind in range(KINDS) for op in (SORT, COLUMNS)}
 
 
 def numba_available() -> bool:
     return _numba_kernels() is not None
 
 
-def _kernels():
-    return _numba_kernels() or (_forward_rows, _backward_rows)
+@functools.cache
+def _python_kernels():
+    return _variants(lambda f: f)
+
+
+def _kernels(kind, op):
+    """``(forward, backward)`` of one variant: numba's (compiled on first use, per
+    variant and dtype), else the plain-Python ones."""
+    return (_numba_kernels() or _python_kernels())[int(kind), op]
 
 
 def _broadcast(*shapes):
@@ -342,8 +369,8 @@ def _forward(y, t, w, network, kind, op):
     out = np.empty((rows, n), work)
     zs = np.empty((rows,) + z_shape, work)
     ds = np.empty((rows,) + d_shape, work)
-    args = (y, t, w, steps, lo, hi, stage, lanes, odd_even, int(kind), op, out, zs, ds)
-    kernel = _kernels()[0]
+    args = (y, t, w, steps, lo, hi, stage, lanes, odd_even, out, zs, ds)
+    kernel = _kernels(kind, op)[0]
     _threads.run(lambda a, b: kernel(*args, a, b), rows, max(lo.size, n))
     return out.reshape(batch + (n,)), zs.reshape(batch + z_shape), ds.reshape(batch + d_shape)
 
@@ -360,8 +387,8 @@ def _backward(y, t, w, zs, ds, g, network, kind, op, need_t):
     gy = np.empty((rows, n), work)
     gt = np.zeros(rows, np.float64)
     gw = np.zeros((rows, n if op == COLUMNS else 0), work)
-    args = (y, t, w, zs, ds, g, steps, lo, hi, stage, lanes, int(kind), op, bool(need_t), gy, gt, gw)
-    kernel = _kernels()[1]
+    args = (y, t, w, zs, ds, g, steps, lo, hi, stage, lanes, bool(need_t), gy, gt, gw)
+    kernel = _kernels(kind, op)[1]
     _threads.run(lambda a, b: kernel(*args, a, b), rows, max(lo.size, n))
     return gy.reshape(batch + (n,)), gt.astype(work).reshape(batch), gw.reshape(batch + gw.shape[-1:])
 

@@ -32,7 +32,7 @@ import numpy as np
 from softops._kernels import _threads
 from softops._kernels._rows import readonly
 
-__all__ = ["SMALL", "key_bits", "sort_row", "sort_rows"]
+__all__ = ["SMALL", "compiled_sort_row", "key_bits", "sort_row", "sort_rows"]
 
 SMALL = 64
 
@@ -124,6 +124,18 @@ _sort_row = sort_row
 
 
 @functools.cache
+def compiled_sort_row():
+    """``sort_row`` as one numba function shared by every kernel that sorts its
+    rows (compiled once per process, cached on disk), or the plain function
+    without numba."""
+    try:
+        import numba
+    except ImportError:
+        return sort_row
+    return numba.njit(cache=True, nogil=True)(sort_row)
+
+
+@functools.cache
 def _compiled():
     """The compiled row-sorting kernel, or None when numba is not installed."""
     global _sort_row
@@ -131,7 +143,7 @@ def _compiled():
         import numba
     except ImportError:
         return None
-    _sort_row = numba.njit(cache=True, nogil=True)(sort_row)
+    _sort_row = compiled_sort_row()
     return numba.njit(cache=True, nogil=True)(_sort_rows_kernel)
 
 

@@ -12,6 +12,7 @@ compiles exactly the specialisations the operations use
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -37,18 +38,19 @@ def _lapsum(dtype):
     t = np.ones(2, dtype)
     for op in lapsum.OPS:
         k = np.full(2, 2.0, dtype) if op == "mask" else None
-        out, aux, gaps, y, order = lapsum.forward(op, x, t, k)
-        lapsum.backward(op, y, order, t, aux, gaps, np.ones_like(out), k)
+        for need_t in (False, True):
+            out, aux, gaps, y, order = lapsum.forward(op, x, t, k, need_t)
+            lapsum.backward(op, y, order, t, aux, gaps, np.ones_like(out), k, need_t)
 
 
 def _network(dtype):
     y = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
     t = np.ones(2, dtype)
-    for net in (0, 1):
-        out, zs = network.sort_forward(y, t, net, 0)
-        network.sort_backward(y, t, zs, np.ones_like(out), net, 0, True)
-        out, zs, ds = network.columns_forward(y, t, np.ones_like(y), net, 0)
-        network.columns_backward(y, t, np.ones_like(y), zs, ds, np.ones_like(out), net, 0, True)
+    for net, kind in itertools.product((0, 1), range(network.KINDS)):
+        out, zs = network.sort_forward(y, t, net, kind)
+        network.sort_backward(y, t, zs, np.ones_like(out), net, kind, True)
+        out, zs, ds = network.columns_forward(y, t, np.ones_like(y), net, kind)
+        network.columns_backward(y, t, np.ones_like(y), zs, ds, np.ones_like(out), net, kind, True)
 
 
 def _rowsort(dtype):
