@@ -389,11 +389,9 @@ def test_kernel_mask_mid_gap(diff_backend):
     to within e^{-500}; p = (0, 1) and, b being equally far from both values,
     dp_i/dk = 1/2 each (the mean of the one-sided derivatives (1, 0) and
     (0, 1)).  The kernel gets it; the twin's autodiff underflows to 0 (which is
-    why test_kernel_matches_twin avoids integer k).  JAX differentiates the
-    twin (its custom_jvp cannot use the kernel's backward): known limitation,
-    strict xfail so that a fix is noticed."""
-    if diff_backend.name == "jax":
-        pytest.xfail("JAX derivatives come from the twin, which underflows at a flat mid-gap k")
+    why test_kernel_matches_twin avoids integer k).  Reverse mode runs the
+    kernel's backward in every framework (JAX: the transpose of the custom
+    tangent map)."""
     x = np.array([[0.0, 1.0]])
     cot = np.array([[0.3, -0.9]])
     b = backend_of(diff_backend.asarray(x))

@@ -103,15 +103,16 @@ class Backend(abc.ABC):
           block partition, or coefficients) for the derivatives;
         * ``bwd(xp, arrays, out, residuals, g) -> grads`` maps the cotangent
           ``g`` of ``out`` to one cotangent per input array: the fast path of
-          first-order reverse mode (torch's ``backward``);
+          reverse mode (torch's ``backward``; in JAX the transpose of the
+          tangent map, so second-order reverse mode uses it too);
         * ``smooth(xp, arrays, out, residuals) -> array`` re-expresses ``out``
           as a differentiable function of ``arrays`` with ``out`` and
           ``residuals`` held constant (the discrete structure is locally
           constant, so its derivatives of every order are the op's).  It
           serves every other transform: forward mode (``jax.jvp``,
-          ``torch.func.jvp``, ``torch.autograd.forward_ad``), the reverse
-          mode JAX derives by transposing it, Hessians, double backward and
-          the ``torch.func`` transforms.  Its value must agree with ``out``
+          ``torch.func.jvp``, ``torch.autograd.forward_ad``), Hessians,
+          double backward, the ``torch.func`` transforms and ``jax.vmap`` of
+          a gradient.  Its value must agree with ``out``
           up to rounding; the value returned is always ``out``.
 
         The three must be hashable (module-level functions, or closures built

@@ -15,17 +15,154 @@ import jax.numpy as jnp
 from softops._backend import Backend
 
 
+# --- the tangent map and its transpose as two primitives --------------------------
+# A custom derivative's tangent ``t = J(x) dx`` is ``jax.jvp`` of ``smooth`` at the
+# kernel's discrete structure.  JAX would transpose that expression for reverse
+# mode (slow: the smooth code run backwards); instead the tangent map is the
+# primitive ``tangent_p`` whose transpose is ``pullback_p``, the kernel's own
+# backward (``bwd``), and the transpose of ``pullback_p`` is ``tangent_p`` again.
+# Both are linear in their last arguments; every other derivative (of the maps
+# in ``x``, for second order) and every batching rule differentiates or maps the
+# smooth expressions, so each transform stays exact.  Operands: the primals, the
+# kernel's ``out`` and residuals, then the linear operands (the tangents of the
+# inexact primals ``diff``, or the cotangent of ``out``).
+
+
+def _split(args, n_p, n_r):
+    return tuple(args[:n_p]), args[n_p], tuple(args[n_p + 1:n_p + 1 + n_r]), tuple(args[n_p + 1 + n_r:])
+
+
+def _with(primals, diff, values):
+    primals = list(primals)
+    for i, v in zip(diff, values):
+        primals[i] = v
+    return tuple(primals)
+
+
+def _tangent_smooth(*args, op, n_p, n_r, diff):
+    primals, out, residuals, tangents = _split(args, n_p, n_r)
+    _, t = jax.jvp(lambda *d: op[2](jnp, _with(primals, diff, d), out, residuals),
+                   tuple(primals[i] for i in diff), tuple(tangents))
+    return jnp.where(jnp.isinf(out), jnp.zeros_like(t), t)  # an infinite output is a constant
+
+
+def _pullback_smooth(*args, op, n_p, n_r, diff):
+    primals, out, residuals, (g,) = _split(args, n_p, n_r)
+    _, pull = jax.vjp(lambda *d: op[2](jnp, _with(primals, diff, d), out, residuals),
+                      *(primals[i] for i in diff))
+    return list(pull(jnp.where(jnp.isinf(out), jnp.zeros_like(g), g).astype(out.dtype)))
+
+
+def _pullback_kernel(*args, op, n_p, n_r, diff):
+    primals, out, residuals, (g,) = _split(args, n_p, n_r)
+    grads = op[1](jnp, primals, out, residuals, jnp.where(jnp.isinf(out), jnp.zeros_like(g), g))
+    return [jnp.zeros_like(primals[i]) if grads[i] is None
+            else jnp.broadcast_to(grads[i], primals[i].shape).astype(primals[i].dtype) for i in diff]
+
+
+def _smooth_batch(smooth, multiple):
+    def rule(args, dims, **params):
+        out = jax.vmap(functools.partial(smooth, **params), in_axes=tuple(dims))(*args)
+        return out, ([0] * len(out) if multiple else 0)
+
+    return rule
+
+
+def _make_primitives():
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad, batching, mlir
+
+    tangent_p = Primitive("softops_tangent")
+    pullback_p = Primitive("softops_pullback")
+    pullback_p.multiple_results = True
+
+    tangent_p.def_impl(_tangent_smooth)
+    tangent_p.def_abstract_eval(lambda *args, op, n_p, n_r, diff: jax.core.ShapedArray(
+        args[n_p].shape, args[n_p].dtype))
+    pullback_p.def_impl(_pullback_kernel)
+    pullback_p.def_abstract_eval(lambda *args, op, n_p, n_r, diff: [
+        jax.core.ShapedArray(args[i].shape, args[i].dtype) for i in diff])
+    mlir.register_lowering(tangent_p, mlir.lower_fun(_tangent_smooth, multiple_results=False))
+    mlir.register_lowering(pullback_p, mlir.lower_fun(_pullback_kernel, multiple_results=True))
+
+    def jvp_rule(primitive, smooth):
+        # d(map) = map(d linear operands) + (d map / d primals)(linear operands):
+        # the smooth expression's jvp in the primals and the linear operands
+        # (out and the residuals are constants).
+        def rule(primals_in, tangents_in, **params):
+            n_p, n_r, diff = params["n_p"], params["n_r"], params["diff"]
+            value = primitive.bind(*primals_in, **params)
+            moving = [i for i in diff] + list(range(n_p + 1 + n_r, len(primals_in)))
+            dirs = tuple(ad.instantiate_zeros(tangents_in[i]) for i in moving)
+
+            def f(*m):
+                args = list(primals_in)
+                for i, v in zip(moving, m):
+                    args[i] = v
+                return smooth(*args, **params)
+
+            _, tangent = jax.jvp(f, tuple(primals_in[i] for i in moving), dirs)
+            return value, tangent
+
+        return rule
+
+    ad.primitive_jvps[tangent_p] = jvp_rule(tangent_p, _tangent_smooth)
+    ad.primitive_jvps[pullback_p] = jvp_rule(pullback_p, _pullback_smooth)
+
+    def tangent_transpose(ct, *args, op, n_p, n_r, diff):
+        head = n_p + 1 + n_r
+        assert not any(ad.is_undefined_primal(a) for a in args[:head])
+        if type(ct) is ad.Zero:
+            return [None] * len(args)
+        return [None] * head + list(pullback_p.bind(*args[:head], ct, op=op, n_p=n_p, n_r=n_r, diff=diff))
+
+    def pullback_transpose(cts, *args, op, n_p, n_r, diff):
+        head = n_p + 1 + n_r
+        assert not any(ad.is_undefined_primal(a) for a in args[:head])
+        if all(type(c) is ad.Zero for c in cts):
+            return [None] * len(args)
+        cts = [ad.instantiate_zeros(c) for c in cts]
+        return [None] * head + [tangent_p.bind(*args[:head], *cts, op=op, n_p=n_p, n_r=n_r, diff=diff)]
+
+    # delta_p(s): value 0, derivative ds (of every order), like s - stop_gradient(s);
+    # its lowering never reads s, so XLA drops s where no derivative needs it.
+    delta_p = Primitive("softops_delta")
+    delta_p.def_impl(jnp.zeros_like)
+    delta_p.def_abstract_eval(lambda s: jax.core.ShapedArray(s.shape, s.dtype))
+    mlir.register_lowering(delta_p, mlir.lower_fun(jnp.zeros_like, multiple_results=False))
+    ad.primitive_jvps[delta_p] = lambda primals, tangents: (delta_p.bind(*primals), tangents[0])
+    batching.primitive_batchers[delta_p] = lambda args, dims: (delta_p.bind(*args), dims[0])
+
+    ad.primitive_transposes[tangent_p] = tangent_transpose
+    ad.primitive_transposes[pullback_p] = pullback_transpose
+    batching.primitive_batchers[tangent_p] = _smooth_batch(_tangent_smooth, False)
+    batching.primitive_batchers[pullback_p] = _smooth_batch(_pullback_smooth, True)
+    return tangent_p, delta_p
+
+
+_TANGENT = None
+
+
+def _primitives():
+    """``(tangent_p, delta_p)``, made on first use."""
+    global _TANGENT
+    if _TANGENT is None:
+        _TANGENT = _make_primitives()
+    return _TANGENT
+
+
 @functools.lru_cache(maxsize=None)
 def _custom_function(fwd, bwd, smooth):
     """A ``jax.custom_jvp``: the value from ``fwd`` (a kernel callback, evaluated
-    on stop-gradient inputs so that no callback is ever differentiated), the
-    tangent from ``smooth``.  The tangent is linear in the input tangents and
-    built from JAX operations, so JAX transposes it for reverse mode and
-    differentiates the rule itself for higher orders: one rule serves ``jvp``,
-    ``grad``, ``jacfwd``, ``jacrev``, ``hessian``, ``linearize`` and ``vmap``.
-    (``bwd`` is the fast reverse rule of the other frameworks; JAX cannot
-    combine a custom VJP with forward mode.)"""
+    on stop-gradient inputs so that no callback is ever differentiated); the
+    tangent ``J dx`` is the primitive ``tangent_p`` (the jvp of ``smooth``),
+    whose transpose is ``bwd``, the kernel's backward: ``jax.grad`` runs the
+    kernel's backward, and every other transform (``jvp``, ``jacfwd``,
+    ``hessian``, ``linearize``, ``vmap``) differentiates or maps ``smooth``, so
+    one rule serves them all."""
 
+    op = (fwd, bwd, smooth)
+    tangent_p, delta_p = _primitives()
     # The value-only fwd is compiled once per shape and reused by every
     # transform (eager JAX would dispatch each of its operations, and a
     # solver's while_loop would compile anew on every call).
@@ -38,12 +175,16 @@ def _custom_function(fwd, bwd, smooth):
     @jax.jit
     def rule(primals, tangents):
         # One program too: eager transforms (jax.grad, jax.jvp) would compile
-        # every operation of smooth's tangent separately for each new shape.
+        # every operation separately for each new shape.
         out, residuals = value(*(jax.lax.stop_gradient(a) for a in primals))
-        s, t = jax.jvp(lambda *a: smooth(jnp, a, out, residuals), tuple(primals), tuple(tangents))
         infinite = jnp.isinf(out)  # an infinite output is a constant
-        delta = s - jax.lax.stop_gradient(s)  # value 0: out keeps the kernel's value
-        return out + jnp.where(infinite, 0.0, delta), jnp.where(infinite, 0.0, t)
+        # Value 0 (out keeps the kernel's value), the derivatives of smooth: what an
+        # outer transform differentiates (higher orders); dropped by XLA otherwise.
+        delta = delta_p.bind(smooth(jnp, primals, out, residuals))
+        diff = tuple(i for i, a in enumerate(primals) if jnp.issubdtype(a.dtype, jnp.inexact))
+        t = tangent_p.bind(*primals, out, *residuals, *(tangents[i] for i in diff),
+                           op=op, n_p=len(primals), n_r=len(residuals), diff=diff)
+        return out + jnp.where(infinite, 0.0, delta), t
 
     @function.defjvp
     def function_jvp(primals, tangents):
