@@ -473,3 +473,37 @@ def test_network_kernel_broadcasts_one_row_over_row_temperatures(backend):
         for i, ti in enumerate(t):
             want = backend.to_numpy(op(backend.asarray(x), temperature=float(ti), method="network"))
             np.testing.assert_allclose(got[i], want, rtol=1e-13)
+
+
+@pytest.mark.parametrize("method", NETWORKS, ids=lambda m: f"{m.network}-{m.sigmoid}")
+def test_network_derivatives_at_exact_ties(method):
+    """A network is smooth at a tie (each comparator is a convex combination),
+    so every mode of every framework matches central differences there, in
+    float64: forward and reverse, kernel and array code.  (JAX's derivative of
+    |u| at 0 is 1 and PyTorch's 0; min + T h(|z|) must not depend on it.)"""
+    x = np.array([1.0, 1.0, 0.5, 1.0, -2.0, 0.5])
+    ops = {"sort": lambda v: softops.soft_sort(v, method=method),
+           "rank": lambda v: softops.soft_rank(v, method=method),
+           "mask": lambda v: softops.soft_topk_mask(v, 2, method=method)}
+    for name, f in ops.items():
+        step = 1e-6
+        fd = np.stack([(np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * step) for e in np.eye(x.size) * step], -1)
+        jacobians = {}
+        if importlib.util.find_spec("jax") is not None:
+            import jax
+            import jax.numpy as jnp
+
+            with jax.enable_x64(True):
+                jacobians["jax jacfwd"] = jax.jacfwd(f)(jnp.asarray(x))
+                jacobians["jax jacrev"] = jax.jacrev(f)(jnp.asarray(x))
+                jacobians["jax grad"] = np.stack([jax.grad(lambda v: f(v)[i])(jnp.asarray(x)) for i in range(x.size)])
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+
+            jacobians["torch.func.jacfwd"] = torch.func.jacfwd(f)(torch.tensor(x)).numpy()
+            jacobians["torch backward"] = torch.autograd.functional.jacobian(f, torch.tensor(x)).numpy()
+        assert jacobians
+        for mode, jac in jacobians.items():
+            # atol: a sigmoid's second derivative may jump at z = 0 (reciprocal,
+            # optimal), which leaves central differences an O(step) error.
+            np.testing.assert_allclose(np.asarray(jac), fd, atol=1e-5, err_msg=f"{name} {mode}")

@@ -139,7 +139,12 @@ def _h(xp, name: str, u):
     if name == "logistic":
         return u * (0.5 - 0.5 * xp.tanh(u / 2))
     if name == "cauchy":
-        return u * xp.atan(1 / (math.pi * xp.where(u > 0, u, 1.0))) / math.pi * xp.astype(u > 0, u.dtype)
+        # u atan(1 / (pi u)) / pi = u (1/2 - atan(pi u) / pi): the second form near 0
+        # (h'(0) = 1/2, as a kink at a tie needs: see _min_max), the first beyond 1
+        # (no cancellation).
+        big = u > 1.0
+        far = u * xp.atan(1 / (math.pi * xp.where(big, u, 1.0))) / math.pi
+        return xp.where(big, far, u * (0.5 - xp.atan(math.pi * u) / math.pi))
     if name == "reciprocal":
         return u / (2 * (1 + 2 * u))
     big = u > 0.25
@@ -200,8 +205,9 @@ class SortingNetwork(MatrixMethod):
             # min' = lo + T h(|z|) and max' = hi - T h(|z|): the same as the
             # convex combinations, with no difference of values formed.
             shift = s["t"] * _h(xp, self.sigmoid, xp.abs(z))
-            low = xp.where(active, xp.minimum(a, b) + shift, a)
-            high = xp.where(active, xp.maximum(a, b) - shift, b)
+            lo_v, hi_v = _min_max(backend, a, b)
+            low = xp.where(active, lo_v + shift, a)
+            high = xp.where(active, hi_v - shift, b)
             v = _put(backend, v, layer, low, high)
         return v, alphas
 
@@ -354,6 +360,24 @@ def _kernel_op(backend: Backend, method: SortingNetwork, op: str, temperature):
 
 def _index(backend: Backend, like, idx):
     return backend.xp.asarray(idx, device=backend.device(like))
+
+
+def _min_max(backend: Backend, a, b):
+    """``(min(a, b), max(a, b))`` exactly, with the derivatives of ``a/2 + b/2 -+
+    |b/2 - a/2|``.  The comparator ``min + T h(|z|)`` (``z`` proportional to
+    ``b/2 - a/2``) is smooth at a tie, where its two kinks cancel; written with
+    the same ``|b/2 - a/2|`` as ``z``, they cancel under any rule for ``|u|``'s
+    derivative at 0 (PyTorch: 0, JAX: 1), where ``minimum``'s own tie rule
+    would not."""
+    xp, stop = backend.xp, backend.stop_gradient
+    if not backend.differentiable:
+        return xp.minimum(a, b), xp.maximum(a, b)
+    mid, half = a / 2 + b / 2, xp.abs(b / 2 - a / 2)  # finite for finite a and b
+
+    def exact(value, smooth):
+        return stop(value) + (smooth - stop(smooth))
+
+    return exact(xp.minimum(a, b), mid - half), exact(xp.maximum(a, b), mid + half)
 
 
 def _take(backend: Backend, v, idx, axis=-1):
