@@ -32,11 +32,12 @@ def _split(args, n_p, n_r):
     return tuple(args[:n_p]), args[n_p], tuple(args[n_p + 1:n_p + 1 + n_r]), tuple(args[n_p + 1 + n_r:])
 
 
-def _with(primals, diff, values):
-    primals = list(primals)
-    for i, v in zip(diff, values):
-        primals[i] = v
-    return tuple(primals)
+def _with(args, where, values):
+    """``args`` with ``values`` at the positions ``where``."""
+    args = list(args)
+    for i, v in zip(where, values):
+        args[i] = v
+    return tuple(args)
 
 
 def _tangent_smooth(*args, op, n_p, n_r, diff):
@@ -92,16 +93,10 @@ def _make_primitives():
         def rule(primals_in, tangents_in, **params):
             n_p, n_r, diff = params["n_p"], params["n_r"], params["diff"]
             value = primitive.bind(*primals_in, **params)
-            moving = [i for i in diff] + list(range(n_p + 1 + n_r, len(primals_in)))
+            moving = (*diff, *range(n_p + 1 + n_r, len(primals_in)))
             dirs = tuple(ad.instantiate_zeros(tangents_in[i]) for i in moving)
-
-            def f(*m):
-                args = list(primals_in)
-                for i, v in zip(moving, m):
-                    args[i] = v
-                return smooth(*args, **params)
-
-            _, tangent = jax.jvp(f, tuple(primals_in[i] for i in moving), dirs)
+            _, tangent = jax.jvp(lambda *m: smooth(*_with(primals_in, moving, m), **params),
+                                 tuple(primals_in[i] for i in moving), dirs)
             return value, tangent
 
         return rule
@@ -140,15 +135,10 @@ def _make_primitives():
     return tangent_p, delta_p
 
 
-_TANGENT = None
-
-
+@functools.cache
 def _primitives():
     """``(tangent_p, delta_p)``, made on first use."""
-    global _TANGENT
-    if _TANGENT is None:
-        _TANGENT = _make_primitives()
-    return _TANGENT
+    return _make_primitives()
 
 
 @functools.lru_cache(maxsize=None)
