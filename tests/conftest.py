@@ -23,6 +23,12 @@ settings.register_profile(
 )
 settings.load_profile("softops")
 
+# Kernels compile before their first call returns (the default compiles them on
+# a background thread and interprets small calls meanwhile): tests that compare
+# two calls then never compare an interpreted with a compiled one.  Both tiers
+# and the background mode are tested in test_tiers.py.
+os.environ.setdefault("SOFTOPS_COMPILE", "blocking")
+
 REQUIRED_BACKENDS = [
     name.strip()
     for name in os.environ.get("SOFTOPS_REQUIRED_BACKENDS", "numpy,torch,jax").split(",")

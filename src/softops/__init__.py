@@ -9,6 +9,7 @@ The public names are those of each family module's ``__all__``.
 
 from softops import index, permutation, select, sort, topk
 from softops._kernels._threads import get_num_threads, set_num_threads
+from softops._kernels._tiers import get_compile_mode, set_compile_mode
 from softops.index import *  # noqa: F403
 from softops.permutation import *  # noqa: F403
 from softops.select import *  # noqa: F403
@@ -22,4 +23,4 @@ __version__ = "0.1.0"
 OPERATIONS = tuple(name for name in (*select.__all__, *index.__all__, *sort.__all__, *topk.__all__,
                                      *permutation.__all__)
                    if name[0].islower())
-__all__ = [*OPERATIONS, "Relative", "get_num_threads", "set_num_threads"]
+__all__ = [*OPERATIONS, "Relative", "get_compile_mode", "get_num_threads", "set_compile_mode", "set_num_threads"]

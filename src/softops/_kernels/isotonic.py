@@ -60,7 +60,7 @@ import threading
 
 import numpy as np
 
-from softops._kernels import _threads, rowsort
+from softops._kernels import _threads, _tiers, rowsort
 from softops._kernels._rows import as_rows, readonly
 
 __all__ = ["forward_numpy", "backward_numpy", "forward_twin", "backward_twin", "numba_available"]
@@ -314,6 +314,27 @@ def numba_available() -> bool:
     return _numba_kernels() is not None
 
 
+def _compiled_kernels(lay, kl, unsort):
+    """``(forward, backward)`` of the variant for ``lay``'s rows, or None: run
+    the NumPy twin (no numba, or the variant compiling on a background thread
+    while a small call runs: ``softops._kernels._tiers``)."""
+    kernels = _numba_kernels()
+    if kernels is None or not _tiers.compiled(
+            ("isotonic", bool(kl), unsort, np.dtype(lay.dtype).name), lambda: _warm(kl, unsort, lay.dtype),
+            lay.rows * lay.n):
+        return None
+    return kernels[bool(kl), unsort]
+
+
+def _warm(kl, unsort, dtype):
+    """One tiny forward and backward of the variant (compiles it)."""
+    z = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
+    w = np.array([4.0, 3.0, 2.0, 1.0], dtype)
+    scale = np.ones(2, dtype)
+    p, start, order = forward_numpy(z, w, scale, kl, unsort)
+    backward_numpy(z, w, scale, start, np.ones_like(z), kl, order, unsort)
+
+
 _NO_ORDER = np.zeros((1, 0), np.int32)
 _NO_BITS = np.zeros((1, 0), np.uint32)
 
@@ -352,6 +373,11 @@ class _Layout:
         return np.ascontiguousarray(np.broadcast_to(order, self.batch + (self.n,)), np.int32).reshape(
             self.rows, self.n)
 
+    def all_rows(self, a):
+        """One of the row views (``z``, ``w``, ``scale[:, None]``: ``(rows or 1,
+        m)``) with a row per row."""
+        return np.ascontiguousarray(np.broadcast_to(a, (self.rows,) + a.shape[1:]))
+
     def full(self, a):
         return np.ascontiguousarray(np.broadcast_to(a, self.batch + a.shape[-1:])).reshape(
             self.rows, a.shape[-1])
@@ -375,8 +401,8 @@ def forward_numpy(z, w, scale, kl: bool, unsort=None):
     With ``"z"`` ``p`` is returned in the caller's order of ``z``
     (``p[order[i]]`` holds sorted position ``i``); with ``"w"`` in sorted order."""
     _check_unsort(unsort)
-    kernels = _numba_kernels()
     lay = _Layout(z, w, scale)
+    kernels = _compiled_kernels(lay, kl, unsort)
     if kernels is None:
         return _forward_by_twin(lay, kl, unsort)
     rows, n = lay.rows, lay.n
@@ -389,7 +415,7 @@ def forward_numpy(z, w, scale, kl: bool, unsort=None):
         order = np.empty((rows, n), np.int32)
     z, w, scale, steps, sort_bits = readonly(lay.z, lay.w, lay.scale, lay.steps, sort_bits)
     args = (z, w, scale, steps, sort_bits, bits, out, start, order)
-    kernel = kernels[bool(kl), unsort][0]
+    kernel = kernels[0]
     _threads.run(lambda lo, hi: kernel(*args, lo, hi, *_SCRATCH.get(n)), rows, n)
     shape = lay.batch + (n,)
     return out.reshape(shape), start.reshape(shape), (None if unsort is None else order.reshape(shape))
@@ -402,8 +428,8 @@ def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, nee
     of the scale (shape ``batch``), given the cotangent ``g`` of ``p`` (in the
     order ``p`` was returned in).  Reduce them to the inputs' shapes yourself."""
     _check_unsort(unsort, order, backward=True)
-    kernels = _numba_kernels()
     lay = _Layout(z, w, scale)
+    kernels = _compiled_kernels(lay, kl, unsort)
     if kernels is None:
         return _backward_by_twin(lay, start, g, kl, order, unsort, need)
     rows, n = lay.rows, lay.n
@@ -414,7 +440,7 @@ def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, nee
         lay.z, lay.w, lay.scale, lay.steps, lay.full(np.asarray(start)), lay.full(np.asarray(g, lay.dtype)),
         lay.order(order))
     args = (z, w, scale, steps, start, g, order, gz, gw, gc)
-    kernel = kernels[bool(kl), unsort][1]
+    kernel = kernels[1]
     _threads.run(lambda lo, hi: kernel(*args, lo, hi), rows, n)
     shape = lay.batch + (n,)
     return (
@@ -427,7 +453,7 @@ def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, nee
 def _sorted_rows(lay, unsort):
     """Full rows of z and w, the one named by ``unsort`` sorted descending
     (stable), and the permutation (None without ``unsort``)."""
-    z, w = lay.full(lay.z), lay.full(lay.w)
+    z, w = lay.all_rows(lay.z), lay.all_rows(lay.w)
     if unsort is None:
         return z, w, None
     order = np.argsort(-(z if unsort == "z" else w), axis=-1, kind="stable").astype(np.int32)
@@ -441,7 +467,7 @@ def _sorted_rows(lay, unsort):
 def _forward_by_twin(lay, kl, unsort):
     """``forward_numpy`` without numba: the twin on the sorted rows."""
     z, w, order = _sorted_rows(lay, unsort)
-    p, start = forward_twin(np, z, w, lay.full(lay.scale[:, None])[:, 0], kl)
+    p, start = forward_twin(np, z, w, lay.all_rows(lay.scale[:, None])[:, 0], kl)
     if unsort == "z":
         p = _unsort(p, order)
     shape = lay.batch + (lay.n,)
@@ -450,14 +476,14 @@ def _forward_by_twin(lay, kl, unsort):
 
 def _backward_by_twin(lay, start, g, kl, order, unsort, need):
     o = lay.order(order)
-    z, w = lay.full(lay.z), lay.full(lay.w)
+    z, w = lay.all_rows(lay.z), lay.all_rows(lay.w)
     g = lay.full(np.asarray(g, lay.dtype))
     if unsort == "z":
         z = np.take_along_axis(z, o, axis=-1)
         g = np.take_along_axis(g, o, axis=-1)
     elif unsort == "w":
         w = np.take_along_axis(w, o, axis=-1)
-    gz, gw, gc = backward_twin(np, z, w, lay.full(lay.scale[:, None])[:, 0], lay.full(np.asarray(start)), g, kl)
+    gz, gw, gc = backward_twin(np, z, w, lay.all_rows(lay.scale[:, None])[:, 0], lay.full(np.asarray(start)), g, kl)
     if unsort == "z":
         gz = _unsort(gz, o)
     elif unsort == "w":

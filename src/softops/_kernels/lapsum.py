@@ -69,7 +69,7 @@ import math
 
 import numpy as np
 
-from softops._kernels import _threads, rowsort, vecmath
+from softops._kernels import _threads, _tiers, rowsort, vecmath
 from softops._kernels._rows import as_rows, readonly
 
 __all__ = ["OPS", "HAVE_NUMBA", "aux_shapes", "forward", "backward", "numba_available"]
@@ -534,16 +534,35 @@ def _variants(wrap):
             for op, i in _OP.items() for need_t in (False, True)}
 
 
+# The plain-Python helpers (what the names above are before numba loads).
+_PLAIN = dict(_sort_row=rowsort.sort_row, _exp=vecmath.exp_nonpositive_py, _log=vecmath.log_positive_py,
+              _block_knots=_block_knots_py, _block_recurrences=_block_recurrences_py, _derivatives=_derivatives_py,
+              _larger_root=_larger_root_py, _root=_root_py, _gap=_gap_py, _mask_target=_mask_target_py,
+              _rank_backward=_rank_backward_py, _sort_forward=_sort_forward_py, _sort_backward=_sort_backward_py,
+              _mask_backward=_mask_backward_py)
+
+
 @functools.cache
 def _python_kernels():
-    return _variants(lambda f: f)
+    return _variants(lambda f: _tiers.row_kernel(f, _PLAIN))
 
 
-def _kernels(op, need_t):
+def _kernels(op, need_t, dtype, size):
     """``(forward, backward)`` row kernels of ``op`` (with ``T``'s coefficients
-    or not): numba's (compiled on first use, per variant and dtype), else the
+    or not) for a call of ``size`` entries computing in ``dtype``: numba's
+    (compiled on first use, per variant and dtype, on a background thread
+    while small calls run interpreted: ``softops._kernels._tiers``), else the
     plain-Python ones."""
-    return (_numba_kernels() or _python_kernels())[op, bool(need_t)]
+    return _tiers.pick("lapsum", (op, bool(need_t)), _numba_kernels(), _python_kernels, _warm, dtype, size)
+
+
+def _warm(op, need_t, dtype):
+    """One tiny forward and backward of the variant (compiles it)."""
+    x = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
+    t = np.ones(2, dtype)
+    k = np.full(2, 2.0, dtype) if op == "mask" else None
+    out, aux, gaps, y, order = forward(op, x, t, k, need_t)
+    backward(op, y, order, t, aux, gaps, np.ones_like(out), k, need_t)
 
 
 class _Layout:
@@ -610,7 +629,7 @@ def forward(op: str, x, t, k=None, need_t=True):
     order = np.empty((rows, n), np.int32)
     x_rows, x_bits, t, k, steps = readonly(x_rows, x_bits, lay.t, lay.k, steps)
     args = (x_rows, x_bits, bits, t, k, steps, out, aux, gaps, y, *readonly(y), order)
-    kernel = _kernels(op, need_t)[0]
+    kernel = _kernels(op, need_t, lay.work, rows * n)[0]
     _threads.run(lambda lo, hi: kernel(*args, lo, hi), rows, n)
     shape = lay.batch + (n,)
     return (out.astype(lay.dtype, copy=False).reshape(shape), aux.reshape(aux_shape), gaps.reshape(gaps_shape),
@@ -634,7 +653,7 @@ def backward(op: str, y, order, t, aux, gaps, g, k=None, need_t=True):
     y, order, t, k, aux, gaps, g, steps = readonly(
         lay.y, lay.order, lay.t, lay.k, aux, gaps, lay.full(np.asarray(g).astype(lay.work, copy=False)), lay.steps)
     args = (y, order, t, k, aux, gaps, g, steps, gy, gt, gk)
-    kernel = _kernels(op, need_t)[1]
+    kernel = _kernels(op, need_t, lay.work, lay.rows * lay.n)[1]
     _threads.run(lambda lo, hi: kernel(*args, lo, hi), lay.rows, lay.n)
     return (
         gy.astype(lay.dtype, copy=False).reshape(lay.batch + (lay.n,)),

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from softops._kernels import _threads
+from softops._kernels import _threads, _tiers
 from softops._kernels._rows import as_rows, readonly
 
 SORT, COLUMNS = 0, 1
@@ -318,15 +318,32 @@ def numba_available() -> bool:
     return _numba_kernels() is not None
 
 
+_PLAIN = dict(_sigmoid=_sigmoid_py, _h=_h_py, _compact=_compact_py, _stages=_stages_py)
+
+
 @functools.cache
 def _python_kernels():
-    return _variants(lambda f: f)
+    return _variants(lambda f: _tiers.row_kernel(f, _PLAIN))
 
 
-def _kernels(kind, op):
-    """``(forward, backward)`` of one variant: numba's (compiled on first use, per
-    variant and dtype), else the plain-Python ones."""
-    return (_numba_kernels() or _python_kernels())[int(kind), op]
+def _kernels(kind, op, dtype, size):
+    """``(forward, backward)`` of one variant for a call of ``size`` entries
+    computing in ``dtype``: numba's (compiled on first use, per variant and
+    dtype, on a background thread while small calls run interpreted:
+    ``softops._kernels._tiers``), else the plain-Python ones."""
+    return _tiers.pick("network", (int(kind), op), _numba_kernels(), _python_kernels, _warm, dtype, size)
+
+
+def _warm(kind, op, dtype):
+    """One tiny forward and backward of the variant (compiles it)."""
+    y = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
+    t = np.ones(2, dtype)
+    if op == SORT:
+        out, zs = sort_forward(y, t, 0, kind)
+        sort_backward(y, t, zs, np.ones_like(out), 0, kind, True)
+    else:
+        out, zs, ds = columns_forward(y, t, np.ones_like(y), 0, kind)
+        columns_backward(y, t, np.ones_like(y), zs, ds, np.ones_like(out), 0, kind, True)
 
 
 def _broadcast(*shapes):
@@ -370,7 +387,7 @@ def _forward(y, t, w, network, kind, op):
     zs = np.empty((rows,) + z_shape, work)
     ds = np.empty((rows,) + d_shape, work)
     args = (y, t, w, steps, lo, hi, stage, lanes, odd_even, out, zs, ds)
-    kernel = _kernels(kind, op)[0]
+    kernel = _kernels(kind, op, work, rows * max(lo.size, n))[0]
     _threads.run(lambda a, b: kernel(*args, a, b), rows, max(lo.size, n))
     return out.reshape(batch + (n,)), zs.reshape(batch + z_shape), ds.reshape(batch + d_shape)
 
@@ -388,7 +405,7 @@ def _backward(y, t, w, zs, ds, g, network, kind, op, need_t):
     gt = np.zeros(rows, np.float64)
     gw = np.zeros((rows, n if op == COLUMNS else 0), work)
     args = (y, t, w, zs, ds, g, steps, lo, hi, stage, lanes, bool(need_t), gy, gt, gw)
-    kernel = _kernels(kind, op)[1]
+    kernel = _kernels(kind, op, work, rows * max(lo.size, n))[1]
     _threads.run(lambda a, b: kernel(*args, a, b), rows, max(lo.size, n))
     return gy.reshape(batch + (n,)), gt.astype(work).reshape(batch), gw.reshape(batch + gw.shape[-1:])
 

@@ -17,44 +17,17 @@ import time
 
 import numpy as np
 
-from softops._kernels import isotonic, lapsum, network, rowsort
+from softops._kernels import _tiers, isotonic, lapsum, network, rowsort
 
 __all__ = ["tasks", "warmup"]
 
 
-def _isotonic(dtype):
-    z = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
-    w = np.array([4.0, 3.0, 2.0, 1.0], dtype)
-    scale = np.ones(2, dtype)
-    g = np.ones_like(z)
-    for kl in (False, True):
-        for unsort in (None, "z", "w"):
-            p, start, order = isotonic.forward_numpy(z, w, scale, kl, unsort)
-            isotonic.backward_numpy(z, w, scale, start, g, kl, order, unsort)
-
-
-def _lapsum(dtype):
-    x = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
-    t = np.ones(2, dtype)
-    for op in lapsum.OPS:
-        k = np.full(2, 2.0, dtype) if op == "mask" else None
-        for need_t in (False, True):
-            out, aux, gaps, y, order = lapsum.forward(op, x, t, k, need_t)
-            lapsum.backward(op, y, order, t, aux, gaps, np.ones_like(out), k, need_t)
-
-
-def _network(dtype):
-    y = np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 1.0, 0.0, 2.0]], dtype)
-    t = np.ones(2, dtype)
-    for net, kind in itertools.product((0, 1), range(network.KINDS)):
-        out, zs = network.sort_forward(y, t, net, kind)
-        network.sort_backward(y, t, zs, np.ones_like(out), net, kind, True)
-        out, zs, ds = network.columns_forward(y, t, np.ones_like(y), net, kind)
-        network.columns_backward(y, t, np.ones_like(y), zs, ds, np.ones_like(out), net, kind, True)
-
-
-def _rowsort(dtype):
-    rowsort.sort_rows(np.array([[0.3, -1.2, 2.0, 0.5]], dtype))
+def _variants(module, variants, dtype):
+    def thunk():
+        with _tiers.warming():
+            for variant in variants:
+                module._warm(*variant, dtype)
+    return thunk
 
 
 def tasks():
@@ -62,10 +35,11 @@ def tasks():
     out = []
     for dtype in (np.float32, np.float64):
         name = np.dtype(dtype).name
-        out += [(f"permutahedron {name}", lambda d=dtype: _isotonic(d)),
-                (f"lapsum {name}", lambda d=dtype: _lapsum(d)),
-                (f"sorting network {name}", lambda d=dtype: _network(d)),
-                (f"row sort {name}", lambda d=dtype: _rowsort(d))]
+        out += [(f"permutahedron {name}", _variants(isotonic, itertools.product((False, True), isotonic._UNSORT), dtype)),
+                (f"lapsum {name}", _variants(lapsum, itertools.product(lapsum.OPS, (False, True)), dtype)),
+                (f"sorting network {name}",
+                 _variants(network, itertools.product(range(network.KINDS), (network.SORT, network.COLUMNS)), dtype)),
+                (f"row sort {name}", lambda d=dtype: rowsort.sort_rows(np.array([[0.3, -1.2, 2.0, 0.5]], d)))]
     return out
 
 
