@@ -94,8 +94,14 @@ class _CustomOp(torch.autograd.Function):
             grad_out = torch.zeros_like(out)
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
             needs = ctx.needs_input_grad[1:]
-            wanted = [a for a, need in zip(arrays, needs) if need]
             with torch.enable_grad():
+                # Differentiate with respect to aliases (views) of the inputs:
+                # one input may be a function of another (a matrix of x and x),
+                # and autograd.grad with respect to the inputs themselves would
+                # add the path through that dependence (the caller's graph
+                # already holds it); the aliases keep the result's graph to them.
+                arrays = tuple(a.view_as(a) if need else a for a, need in zip(arrays, needs))
+                wanted = [a for a, need in zip(arrays, needs) if need]
                 s = ctx.op[2](xp_torch, arrays, out, residuals)
                 s = torch.where(torch.isinf(out), torch.zeros_like(s), s)
             grads = iter(torch.autograd.grad(s, wanted, grad_out, create_graph=True, allow_unused=True))

@@ -97,16 +97,16 @@ def _forward_kernel(KL, UNSORT):
                 _sort_row(sort_bits, r, bits, True, key, key_b, idx, idx_b, count)
                 for i in range(n):
                     order[r, i] = idx[i]
-            for i in range(n):
-                zs[i] = np.float64(z[zr, idx[i] if UNSORT == 1 else i])
-                ws[i] = np.float64(w[wr, idx[i] if UNSORT == 2 else i])
             # Infinite entries (+inf of either sequence first, -inf last: both
             # are sorted descending) form one tie block at each end, outside
-            # the pooling; a row holding a NaN is NaN.
+            # the pooling; a row holding a NaN is NaN (found while copying).
             nan = False
             for i in range(n):
-                if zs[i] != zs[i] or ws[i] != ws[i]:
-                    nan = True
+                a = np.float64(z[zr, idx[i] if UNSORT == 1 else i])
+                b = np.float64(w[wr, idx[i] if UNSORT == 2 else i])
+                zs[i] = a
+                ws[i] = b
+                nan |= (a != a) | (b != b)
             if nan:
                 for i in range(n):
                     start[r, i] = i
@@ -464,6 +464,16 @@ def _sorted_rows(lay, unsort):
     return z, w, order
 
 
+def _quiet(function):
+    """``function`` without NumPy's floating-point warnings: the twin meets the
+    same overflows as the kernel (which handles them and warns about nothing)."""
+    def quiet(*args):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return function(*args)
+    return quiet
+
+
+@_quiet
 def _forward_by_twin(lay, kl, unsort):
     """``forward_numpy`` without numba: the twin on the sorted rows."""
     z, w, order = _sorted_rows(lay, unsort)
@@ -474,6 +484,7 @@ def _forward_by_twin(lay, kl, unsort):
     return p.reshape(shape), start.reshape(shape), (None if order is None else order.reshape(shape))
 
 
+@_quiet
 def _backward_by_twin(lay, start, g, kl, order, unsort, need):
     o = lay.order(order)
     z, w = lay.all_rows(lay.z), lay.all_rows(lay.w)

@@ -116,17 +116,37 @@ class MatrixMethod(abc.ABC):
 
 def weighted_values(backend: Backend, p, x):
     """``P @ x`` for weights ``p`` (``(*batch, s, n)``, rows summing to 1 or 0)
-    and finite rows ``x`` (``(*batch, n)``), differentiated around the value
-    ``v_s`` (held constant), as in soft_max: ``sum_j P_sj x_j`` has the same
-    derivatives of every order as ``v_s + sum_j P_sj (x_j - v_s)``, whose terms
-    stay finite next to the dtype's maximum (halved; weight-0 entries
-    dropped), so a saturated row's gradient is exactly its weights."""
-    xp = backend.xp
-    sg = backend.stop_gradient
-    value = sg(xp.matmul(p, x[..., None])[..., 0])
-    offset = xp.where(p > 0, x[..., None, :] / 2 - value[..., :, None] / 2, 0.0)
-    tangent = 2 * xp.sum(p * offset, axis=-1)
-    return value + (tangent - sg(tangent))
+    and finite rows ``x`` (``(*batch, n)``, the same batch).  Its derivatives
+    are taken around the value ``v_s`` (held constant), as in soft_max: ``sum_j
+    P_sj x_j`` has the same derivatives of every order as ``v_s + sum_j P_sj
+    (x_j - v_s)``, whose terms stay finite next to the dtype's maximum
+    (halved; weight-0 entries dropped), so a saturated row's gradient is
+    exactly its weights.  One custom derivative: the forward is one matrix
+    product and reverse mode the two products ``g x^T``-like and ``P^T g``
+    (``_values_bwd``), with no pass over the ``n x n`` matrix for the
+    re-expression (``_values_smooth``, which serves every other transform)."""
+    return backend.custom_derivative(_values_fwd, _values_bwd, _values_smooth)(p, x)
+
+
+def _values_fwd(xp, p, x):
+    return xp.matmul(p, x[..., None])[..., 0], ()
+
+
+def _half_offsets(xp, p, x, v):
+    """``(x_j - v_s) / 2`` where ``P_sj > 0``, else 0 (finite at the dtype's maximum)."""
+    return xp.where(p > 0, x[..., None, :] / 2 - v[..., :, None] / 2, 0.0)
+
+
+def _values_bwd(xp, arrays, v, residuals, g):
+    p, x = arrays
+    gp = (2 * g)[..., :, None] * _half_offsets(xp, p, x, v)
+    gx = xp.matmul(g[..., None, :], p)[..., 0, :]
+    return gp, gx
+
+
+def _values_smooth(xp, arrays, v, residuals):
+    p, x = arrays
+    return v + 2 * xp.sum(p * _half_offsets(xp, p, x, v), axis=-1)
 
 
 def infinity_groups(xp, y):
