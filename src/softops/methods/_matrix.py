@@ -220,10 +220,17 @@ def scaled_softmax(backend: Backend, u, temperature, present, scale, top=None, n
     row) and to bound every column's (signed) score, absent ones included; absent columns then enter
     as a ``-inf`` bias from the small ``(*batch, 1, n)`` mask instead of a
     ``where`` over the ``n x n`` scores (which could overflow to ``+inf``
-    past an unknown maximum)."""
+    past an unknown maximum).  ``present=None`` (with ``top``): the caller's
+    scores are already ``-inf`` (``+inf`` with ``negate``) at absent columns
+    and finite at present ones (no pass over the scores for the mask)."""
     xp = backend.xp
     info = xp.finfo(u.dtype)
     known = top is not None
+    if present is None:
+        present = xp.ones(tuple(u.shape[:-2]) + (1, u.shape[-1]), dtype=xp.bool, device=backend.device(u))
+        premasked = True
+    else:
+        premasked = False
     anything = xp.any(present, axis=-1, keepdims=True)
     if not known:
         signed = -u if negate else u
@@ -238,8 +245,12 @@ def scaled_softmax(backend: Backend, u, temperature, present, scale, top=None, n
     # Every row of scores keeps a finite entry (softmax of -inf alone is NaN):
     # a row with no present column (never read) keeps them all.
     keep = present | ~anything
-    z = (u + top) * -ratio if negate else (u - top) * ratio
-    z = z + xp.where(keep, 0.0, -xp.inf) if known else xp.where(keep, z, -xp.inf)
+    if known and isinstance(top, float) and top == 0.0:
+        z = u * -ratio if negate else u * ratio  # no pass over the scores to shift them by 0
+    else:
+        z = (u + top) * -ratio if negate else (u - top) * ratio
+    if not premasked:
+        z = z + xp.where(keep, 0.0, -xp.inf) if known else xp.where(keep, z, -xp.inf)
     return backend.softmax(z)
 
 
