@@ -115,6 +115,63 @@ def test_zero_temperature_is_exact(backend, rng, reg):
         assert torch.equal(softops.soft_sort(t, temperature=1e-9, method=METHODS[reg]), torch.sort(t).values)
 
 
+@pytest.mark.parametrize("reg", ["l2", "kl"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_smallest_normal_temperature_is_the_limit(diff_backend, reg, dtype):
+    """Audit R9: at the dtype's smallest normal temperature the KL projection
+    formed ``z / T`` past the float maximum (NaN); now every sorting operation
+    is its exact limit, with the limit's gradient in ``x`` and a zero one in
+    ``T``, also for values of magnitude 1e30."""
+    t = float(np.finfo(dtype).tiny)
+    for row in ([0.3, -1.2, 2.5, 0.9, -0.4], [1e30, -1e30, 0.0, 5.0, 5.0]):
+        x = np.array([row])
+        order = np.argsort(x, -1, kind="stable")
+        ranks = np.argsort(order, -1) + 1.0
+        if row[-1] == row[-2]:  # the tie shares its average rank
+            ranks[0, 3:] = 3.5
+        cases = {"soft_sort": (lambda v, T: softops.soft_sort(v, temperature=T, method=METHODS[reg]),
+                               np.sort(x, -1)),
+                 "soft_rank": (lambda v, T: softops.soft_rank(v, temperature=T, method=METHODS[reg]), ranks),
+                 "soft_topk": (lambda v, T: softops.soft_topk(v, 2, temperature=T, method=METHODS[reg]),
+                               -np.sort(-x, -1)[:, :2])}
+        for name, (f, want) in cases.items():
+            out = diff_backend.to_numpy(f(diff_backend.asarray(x, dtype), t))
+            np.testing.assert_allclose(out, want, rtol=1e-6, err_msg=name)
+            g = diff_backend.vjp(lambda v: f(v, t), x, np.ones_like(want), dtype=dtype)
+            # The limit's gradient: the sort moves each value to its slot (1 each;
+            # a tie at the top-k boundary goes to the first, as in the stable sort), ranks are flat.
+            expected = np.zeros_like(x) if name == "soft_rank" else (
+                np.isin(np.arange(5), np.argsort(-x[0], kind="stable")[:2]).astype(float)[None]
+                if name == "soft_topk" else np.ones_like(x))
+            np.testing.assert_allclose(g, expected, atol=1e-6, err_msg=name)
+            gt = diff_backend.vjp(lambda T: f(diff_backend.asarray(x, dtype), T), np.array(t), np.ones_like(want),
+                                  dtype=dtype)
+            assert np.all(gt == 0), (name, gt)
+
+
+@pytest.mark.parametrize("method", ["permutahedron", softops.Permutahedron("kl"), "lapsum"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_ties_share_their_rank_at_every_temperature(backend, method, dtype):
+    """Tied entries share one block however small the temperature: at T below
+    about |x| * eps the permutahedron's pooling compared values whose
+    differences rounding had erased (ranks 3 and 2 for a tie at T = 1e-16),
+    and its KL block values lost log m (2.514 for 2.5 at T = 1e-14).  The
+    compiled kernel and its plain-Python tier (a first call while compiling)
+    alike."""
+    from softops._kernels import _tiers
+
+    x = backend.asarray([[0.0, 5.0, 5.0, 1e3, -7.0, 5.0]], dtype)
+    want = [[2.0, 4.0, 4.0, 6.0, 1.0, 4.0]]
+    tiny = float(np.finfo(dtype).tiny)
+    for t in (1e-6, 1e-14, 1e-20, 1e-30, tiny):
+        for tier in (_tiers.warming, _tiers.interpreting):
+            with tier():
+                rank = backend.to_numpy(softops.soft_rank(x, temperature=t, method=method))
+                sort = backend.to_numpy(softops.soft_sort(x, temperature=t, method=method))
+            np.testing.assert_allclose(rank, want, rtol=1e-6, err_msg=f"T={t} {tier.__name__}")
+            np.testing.assert_allclose(sort, [[-7.0, 0.0, 5.0, 5.0, 5.0, 1e3]], rtol=1e-6, err_msg=f"T={t}")
+
+
 def test_ties_share_average_rank(backend):
     x = backend.asarray([[3.0, 1.0, 3.0, 3.0, 0.0]])
     rank = softops.soft_rank(x, temperature=1e-6)

@@ -83,7 +83,7 @@ def test_permutahedron_tiers_agree(kl, unsort, dtype):
     # The projection's inputs are finite (the method masks infinities).
     for _, z, scale in _layouts(dtype, finite=True):
         w = np.arange(6, 0, -1).astype(dtype)
-        if unsort is None:
+        if unsort != "z":  # the sequence the kernel does not sort comes sorted descending
             z = -np.sort(-z, axis=-1)
         (p, start, order), plain = _both(lambda: isotonic.forward_numpy(z, w, scale, kl, unsort))
         _close(p, plain[0], dtype)

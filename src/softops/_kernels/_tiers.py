@@ -5,11 +5,10 @@ variant on a 2-core machine; the README's "First call" table) and caches the
 machine code on disk.  A fresh environment would pay that inside the user's
 first call.  Instead, the first call of a variant (per operation variant and
 dtype: ``key``) starts compiling it on a background thread and, while that
-runs, computes with the same algorithm uncompiled: the kernel's own functions
-as plain Python (the LapSum and network kernels) or its NumPy twin (the
-permutahedron's pool-adjacent-violators).  Calls switch to the compiled
-kernel as soon as it is ready.  Both tiers compute the same quantities in the
-same dtype; they agree to the dtype's rounding (``tests/test_tiers.py``).
+runs, computes with the same kernel uncompiled: its own functions as plain
+Python (``row_kernel``).  Calls switch to the compiled kernel as soon as it
+is ready.  Both tiers compute the same quantities; they agree to the dtype's
+rounding (``tests/test_tiers.py``).
 
 * A call waits for the compile (as before) when its input is large, more than
   ``INTERPRET_LIMIT`` entries (rows x n): interpreted Python costs about 15
@@ -197,20 +196,22 @@ def interpreted(function, plain: dict):
     return rebind(function)
 
 
-def row_kernel(function, plain: dict):
+def row_kernel(function, plain: dict, rows_at: int = -2):
     """The row kernel ``function(*arrays, row_lo, row_hi)`` interpreted
     (``interpreted``), on float64 copies of its float32 arrays.  The kernels
     are written for numba, where an expression mixing float32 values with
     float64 ones (constants, ``math`` functions) is float64; NumPy's scalars
     keep float32 there (NEP 50) and would overflow where the compiled kernel
-    does not.  Rows ``row_lo:row_hi`` of the writable arrays are written back
+    does not.  ``rows_at``: the position of ``row_lo`` (``row_hi`` follows;
+    by default the last two arguments).  Rows ``row_lo:row_hi`` of the
+    writable arrays are written back
     (other rows may belong to another thread's chunk); a float32 array that is
     a view of an earlier one (LapSum's read-only ``y_in``) stays a view of
     that one's copy."""
     run = interpreted(function, plain)
 
     def widened(*args):
-        lo, hi = args[-2:]
+        lo, hi = args[rows_at], args[rows_at + 1]
         wide = []
         for a in args:
             w = a
@@ -224,7 +225,8 @@ def row_kernel(function, plain: dict):
                         w = a.astype(np.float64)
                 w.flags.writeable = a.flags.writeable
             wide.append(w)
-        run(*wide)
+        with np.errstate(all="ignore"):  # the compiled kernel computes the same overflows silently
+            run(*wide)
         for a, w in zip(args, wide):
             if w is not a and a.flags.writeable and a.ndim and a.shape[0] >= hi:
                 a[lo:hi] = w[lo:hi]

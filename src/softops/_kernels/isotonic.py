@@ -82,12 +82,12 @@ def _forward_kernel(KL, UNSORT):
         n = out.shape[1]
         # Scratch of the thread running rows row_lo..row_hi (see _Scratch): the sorted z and w of the
         # current row; a stack of blocks (block b starts at first[b] and has
-        # the sums sz[b], sw[b] (l2: of z and w; KL: LSE of c z and of w) and
-        # the value f_B = value[b]); the row sort's keys and indices.  Since
+        # the statistics sz[b], sw[b]: l2 the means of z and w; KL the LSE of
+        # c (z - z_first) and of w); the row sort's keys and indices.  Since
         # b <= first[b], the starts live in the output row ``start`` and are
         # overwritten from the end at the close.  (Indexing inside a row stays
         # 2-D: row views would cost a reference count each.)
-        zs, ws, sz, sw, value = floats[0], floats[1], floats[2], floats[3], floats[4]
+        zs, ws, sz, sw = floats[0], floats[1], floats[2], floats[3]
         key, key_b, idx, idx_b = keys[0], keys[1], ints[0], ints[1]
         for r in range(row_lo, row_hi):
             c = np.float64(scale[r * steps[2]])
@@ -122,15 +122,25 @@ def _forward_kernel(KL, UNSORT):
             for i in range(first, last):
                 top += 1
                 start[r, top] = i
-                sz[top] = c * zs[i] if KL else zs[i]
+                # Per block: l2 the means of z and w; KL the log-sum-exp of w
+                # and that of c z relative to the block's first (largest) z.
+                sz[top] = 0.0 if KL else zs[i]
                 sw[top] = ws[i]
-                value[top] = c * zs[i] - ws[i]
-                # Pool while the previous block's value is below this one's.
-                while top > 0 and value[top - 1] < value[top]:
+                # Pool while the previous block's value (c z - w: l2 means, KL
+                # log-sum-exps) is below this one's.  The two values are compared
+                # through their differences, so that rounding never equates them
+                # where c z dwarfs w (at small T: tied z would stay in separate
+                # blocks, with different outputs).
+                while top > 0:
                     if KL:
-                        sz[top - 1] = _logaddexp(sz[top - 1], sz[top])
+                        gap = c * (zs[start[r, top - 1]] - zs[start[r, top]]) + (sz[top - 1] - sz[top])
+                    else:
+                        gap = c * (sz[top - 1] - sz[top])
+                    if not gap < sw[top - 1] - sw[top]:
+                        break
+                    if KL:
+                        sz[top - 1] = _logaddexp(sz[top - 1], c * (zs[start[r, top]] - zs[start[r, top - 1]]) + sz[top])
                         sw[top - 1] = _logaddexp(sw[top - 1], sw[top])
-                        value[top - 1] = sz[top - 1] - sw[top - 1]
                     else:
                         # l2 keeps block means, merged as a convex combination:
                         # sums of values near the float maximum would overflow.
@@ -138,20 +148,28 @@ def _forward_kernel(KL, UNSORT):
                         fb = 1.0 - fa
                         sz[top - 1] = fa * sz[top - 1] + fb * sz[top]
                         sw[top - 1] = fa * sw[top - 1] + fb * sw[top]
-                        value[top - 1] = c * sz[top - 1] - sw[top - 1]
                     top -= 1
             hi = last
             for b in range(top, -1, -1):
                 lo = start[r, b]
-                shift_z = sz[b]  # KL: the block's LSE; l2: its mean
                 shift_w = sw[b]
+                # The block's z term from differences to its first (largest)
+                # entry, exact for ties (a tie block gives c z - LSE(c z) =
+                # -log m and l2 c (z - mean z) = 0 however large c z is):
+                # KL log sum exp(c (z_i - z_lo)) (sz); l2 the mean of the
+                # halved differences (finite up to the float maximum).
+                rel = sz[b]  # KL: log sum exp(c (z_i - z_lo))
+                if not KL:
+                    rel = 0.0
+                    for i in range(lo, hi):
+                        rel += (0.5 * zs[i] - 0.5 * zs[lo]) / (hi - lo)
                 for i in range(lo, hi):
                     start[r, i] = lo
                     j = idx[i] if UNSORT == 1 else i
                     if KL:
-                        out[r, j] = c * zs[i] - shift_z + shift_w
+                        out[r, j] = c * (zs[i] - zs[lo]) - rel + shift_w
                     else:
-                        out[r, j] = c * (zs[i] - shift_z) + shift_w
+                        out[r, j] = c * ((0.5 * zs[i] - 0.5 * zs[lo]) - rel) * 2.0 + shift_w
                 hi = lo
             # The infinite blocks: the infinite sequence's term is its value
             # (KL: LSE), the finite one's is exact (l2: c (z - mean z); KL:
@@ -314,16 +332,27 @@ def numba_available() -> bool:
     return _numba_kernels() is not None
 
 
-def _compiled_kernels(lay, kl, unsort):
-    """``(forward, backward)`` of the variant for ``lay``'s rows, or None: run
-    the NumPy twin (no numba, or the variant compiling on a background thread
-    while a small call runs: ``softops._kernels._tiers``)."""
+# The plain-Python helpers (what the names above are before numba loads).
+_PLAIN = dict(_logaddexp=_logaddexp_py, _sort_row=rowsort.sort_row)
+
+
+@functools.cache
+def _python_kernels():
+    # The forward kernel's row range is followed by its scratch arrays (argument 9 on).
+    return {(kl, unsort): (_tiers.row_kernel(_forward_kernel(kl, code), _PLAIN, rows_at=9),
+                           _tiers.row_kernel(_backward_kernel(kl, code), _PLAIN))
+            for kl in (False, True) for unsort, code in _UNSORT.items()}
+
+
+def _kernels_for(lay, kl, unsort):
+    """``(forward, backward)`` of the variant for ``lay``'s rows: numba's
+    (compiled on first use, per variant and dtype, on a background thread
+    while small calls run as plain Python: ``softops._kernels._tiers``), or
+    None without numba (the NumPy twin runs)."""
     kernels = _numba_kernels()
-    if kernels is None or not _tiers.compiled(
-            ("isotonic", bool(kl), unsort, np.dtype(lay.dtype).name), lambda: _warm(kl, unsort, lay.dtype),
-            lay.rows * lay.n):
+    if kernels is None:
         return None
-    return kernels[bool(kl), unsort]
+    return _tiers.pick("isotonic", (bool(kl), unsort), kernels, _python_kernels, _warm, lay.dtype, lay.rows * lay.n)
 
 
 def _warm(kl, unsort, dtype):
@@ -402,7 +431,7 @@ def forward_numpy(z, w, scale, kl: bool, unsort=None):
     (``p[order[i]]`` holds sorted position ``i``); with ``"w"`` in sorted order."""
     _check_unsort(unsort)
     lay = _Layout(z, w, scale)
-    kernels = _compiled_kernels(lay, kl, unsort)
+    kernels = _kernels_for(lay, kl, unsort)
     if kernels is None:
         return _forward_by_twin(lay, kl, unsort)
     rows, n = lay.rows, lay.n
@@ -429,7 +458,7 @@ def backward_numpy(z, w, scale, start, g, kl: bool, order=None, unsort=None, nee
     order ``p`` was returned in).  Reduce them to the inputs' shapes yourself."""
     _check_unsort(unsort, order, backward=True)
     lay = _Layout(z, w, scale)
-    kernels = _compiled_kernels(lay, kl, unsort)
+    kernels = _kernels_for(lay, kl, unsort)
     if kernels is None:
         return _backward_by_twin(lay, start, g, kl, order, unsort, need)
     rows, n = lay.rows, lay.n
@@ -582,7 +611,10 @@ def forward_twin(xp, z, w, scale, kl: bool):
     start = xp.astype(xp.argmax(xp.astype(mask, xp.int32), axis=-1), xp.int32)
     block = _block_mask(xp, start)
     if kl:
-        p = c * z - _masked_lse(xp, block, c * z) + _masked_lse(xp, block, w)
+        # c z - LSE_B(c z) from differences to the block's first (largest)
+        # entry: exact for ties however large c z is.
+        dz = c * (z - xp.take_along_axis(z, xp.astype(start, xp.int64), axis=-1))
+        p = dz - _masked_lse(xp, block, dz) + _masked_lse(xp, block, w)
     else:
         size = xp.sum(xp.astype(block, z.dtype), axis=-1)
         mean = lambda a: xp.sum(xp.where(block, a[..., None, :], 0.0), axis=-1) / size
@@ -597,7 +629,8 @@ def backward_twin(xp, z, w, scale, start, g, kl: bool):
     block_sum = lambda a: xp.sum(xp.where(block, a[..., None, :], 0.0), axis=-1)
     total_g = block_sum(g)
     if kl:
-        a = xp.exp(c * z - _masked_lse(xp, block, c * z))
+        dz = c * (z - xp.take_along_axis(z, xp.astype(start, xp.int64), axis=-1))
+        a = xp.exp(dz - _masked_lse(xp, block, dz))
         b = xp.exp(w - _masked_lse(xp, block, w))
         d = g - a * total_g
         return c * d, b * total_g, xp.sum(z * d, axis=-1)

@@ -196,6 +196,21 @@ def _op(backend: Backend, name: str, kl: bool):
     return backend.custom_derivative(*_OPS[kl][name])
 
 
+def _reciprocal_fwd(xp, t):
+    return 1.0 / t, ()
+
+
+def _reciprocal_bwd(xp, arrays, c, residuals, g):
+    # -g / T^2 as -(g c) c: 0 where the operation does not depend on T (every
+    # block a single entry or a tie, as at tiny T), where 1 / T^2 overflows.
+    return (-(g * c) * c,)
+
+
+def _reciprocal_smooth(xp, arrays, c, residuals):
+    (t,) = arrays
+    return 1.0 / t
+
+
 def _scale(backend: Backend, x, temperature):
     """``1 / temperature`` per row, of shape ``x.shape[:-1]`` or broadcastable to
     it with as many axes (the temperature is a float, a 0-d array, or per row of
@@ -204,17 +219,55 @@ def _scale(backend: Backend, x, temperature):
     shape = (1,) * (x.ndim - 1)
     if isinstance(temperature, float):
         return xp.full(shape, 1.0 / temperature, dtype=x.dtype, device=backend.device(x))
-    scale = 1.0 / temperature
+    scale = backend.custom_derivative(_reciprocal_fwd, _reciprocal_bwd, _reciprocal_smooth)(temperature)
     if scale.ndim == x.ndim:  # a per-row temperature of shape (*batch, 1)
         return scale[..., 0]
     return xp.reshape(scale, shape)
+
+
+def _floored_temperature(backend: Backend, temperature, bound, like):
+    """The projection's temperature, at least ``bound / max`` (``bound`` per
+    row, held constant: the largest ``|z|`` that ``1 / T`` multiplies): the
+    kernel and the re-expression form ``z / T`` (KL: and log-sum-exps of it),
+    which overflowed at temperatures near the smallest normal (``nan``; audit
+    R9), and the temperature's own derivative there was ``0 * inf``.  At
+    that floor ``z / T`` still separates entries one ulp of ``bound`` apart by
+    about ``4e292`` (float64; ``4e31`` in float32), so every block is a single
+    entry or an exact tie, whose outputs do not depend on ``T``: values and
+    derivatives (0 in ``T``) are the limit's to working precision (but for
+    values near the float maximum, whose gaps can exceed ``max / n``:
+    the sort then blends them as at a larger temperature).  Returns a float
+    or an array of shape ``(*batch, 1)``."""
+    xp = backend.xp
+    big = float(xp.finfo(like.dtype).max)
+    if isinstance(bound, float):
+        floor = bound / big
+        if isinstance(temperature, float):
+            return max(temperature, floor)
+    else:
+        floor = backend.stop_gradient(bound / big)[..., None]
+        if isinstance(temperature, float):
+            return xp.where(floor > temperature, floor, xp.full(floor.shape, temperature, dtype=like.dtype,
+                                                                device=backend.device(like)))
+    if temperature.ndim == 0:
+        temperature = xp.reshape(temperature, (1,) * like.ndim)
+    return xp.where(floor > temperature, floor, temperature)
+
+
+def _finite_bound(backend: Backend, z):
+    """``max |z|`` over each row's finite entries (``z.shape[:-1]``)."""
+    xp = backend.xp
+    return backend.stop_gradient(xp.max(xp.where(xp.isfinite(z), xp.abs(z), 0.0), axis=-1))
 
 
 def sort_rows(backend: Backend, x, temperature, regularization: str, descending: bool):
     """Soft sort of each row of ``x`` (shape ``(*batch, n)``)."""
     # Descending soft sort of y: P(rho / T, y) with y's entries sorted descending.
     y = x if descending else -x
-    p = _op(backend, "sort", regularization == "kl")(y, _scale(backend, x, temperature))
+    kl = regularization == "kl"
+    # z = rho, at most n
+    temperature = _floored_temperature(backend, temperature, float(x.shape[-1]), x)
+    p = _op(backend, "sort", kl)(y, _scale(backend, x, temperature))
     return p if descending else -p
 
 
@@ -223,11 +276,13 @@ def project_rows(backend: Backend, y, w, temperature, kl: bool):
     projection of ``y / T`` onto the permutahedron of ``w``, whose entries must be
     sorted descending (kl: ``w`` holds log-weights and the primal is returned).
     Ties in ``y`` may come in any order: tied entries always share one block."""
+    temperature = _floored_temperature(backend, temperature, _finite_bound(backend, y), y)
     return _op(backend, "project", kl)(y, w, _scale(backend, y, temperature))
 
 
 def rank_rows(backend: Backend, x, temperature, regularization: str, descending: bool):
     """Soft ranks (1..n) of each row of ``x`` (shape ``(*batch, n)``)."""
     kl = regularization == "kl"
+    temperature = _floored_temperature(backend, temperature, _finite_bound(backend, x), x)
     p = _op(backend, "rank", kl)(-x if descending else x, _scale(backend, x, temperature))
     return backend.xp.exp(p) if kl else p
