@@ -290,7 +290,7 @@ class _Scratch(threading.local):
     """Scratch memory for one chunk of the forward kernel, kept per thread
     (the caller's and each pool thread) and reused across calls: fresh pages
     cost a page fault each (expensive in a VM), which would cost more than the
-    kernel at large ``n``.  Five float64 rows of ``n`` (sorted z and w, the
+    kernel at large ``n``.  Four float64 rows of ``n`` (sorted z and w, the
     block stack), two uint64 and two int32 rows of ``n`` (the row sort) and
     256 counters; rows beyond ``LIMIT`` bytes are not kept."""
 
@@ -302,7 +302,7 @@ class _Scratch(threading.local):
     def get(self, n):
         if self.arrays is not None and self.arrays[0].shape[1] == n:
             return self.arrays
-        arrays = (np.empty((5, n), np.float64), np.empty((2, n), np.uint64),
+        arrays = (np.empty((4, n), np.float64), np.empty((2, n), np.uint64),
                   np.empty((2, n), np.int32), np.empty(256, np.int64))
         if sum(a.nbytes for a in arrays) <= self.LIMIT:
             self.arrays = arrays
