@@ -75,3 +75,34 @@ def test_jax_reverse_mode_runs_the_kernel_backward(method):
     fast = jax.jit(jax.grad(loss))(x)
     smooth = jax.vmap(jax.grad(loss))(x[None])[0]
     np.testing.assert_allclose(np.asarray(fast), np.asarray(smooth), rtol=2e-4, atol=2e-5)
+
+
+def test_cond_takes_the_branch_of_its_predicate(backend):
+    """``Backend.cond``: the true branch where the predicate holds, the false
+    one elsewhere, eagerly and under the framework's compiler (``lax.cond``
+    under ``jax.jit``); under ``torch.func.vmap`` a predicate that holds for any
+    member takes the true branch for all (its documented contract: the true
+    branch is valid for every row)."""
+    x = backend.asarray([1.0, 2.0])
+    ops = backend_of(x)
+
+    def pick(flag, z):
+        return ops.cond(flag, lambda u: (u * 2.0,), lambda u: (u - 1.0,), (z,))[0]
+
+    xp = ops.xp
+    np.testing.assert_array_equal(backend.to_numpy(pick(xp.asarray(True), x)), [2.0, 4.0])
+    np.testing.assert_array_equal(backend.to_numpy(pick(xp.asarray(False), x)), [0.0, 1.0])
+    if backend.name == "jax":
+        import jax
+
+        jitted = jax.jit(lambda z: pick(z[0] > 1.5, z))
+        np.testing.assert_array_equal(np.asarray(jitted(x)), [0.0, 1.0])
+        np.testing.assert_array_equal(np.asarray(jitted(x + 1.0)), [4.0, 6.0])
+    if backend.name == "torch":
+        import torch
+
+        rows = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+        got = torch.func.vmap(lambda z: pick(z[0] > 2.0, z))(rows)
+        np.testing.assert_array_equal(got.numpy(), [[2.0, 4.0], [6.0, 8.0]])
+        got = torch.func.vmap(lambda z: pick(z[0] > 5.0, z))(rows)
+        np.testing.assert_array_equal(got.numpy(), [[0.0, 1.0], [2.0, 3.0]])

@@ -380,6 +380,34 @@ def test_sinkhorn_converges_in_few_iterations_at_every_temperature(rng):
         assert steps[0] <= 20, (t, steps)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sinkhorn_scalings_far_from_one_are_absorbed(backend, rng, dtype):
+    """Offsets ``r_i + s_j <= 0`` added to the logits leave the plan
+    ``exp(logits + f + g)`` unchanged (the potentials absorb them).  With
+    offsets down to -100 each, the scalings must reach ``exp(100)``, beyond
+    float32's range, and the kernel ``exp(logits)`` underflows where two meet:
+    only sweeps that move the scalings into the log potentials and recompute
+    the kernel (Schmitzer 2019) find the plan.  The loop runs as the backend
+    runs it (``lax.while_loop`` / ``lax.cond`` under JAX)."""
+    from softops.methods import sinkhorn
+
+    x = rng.normal(size=(3, 24))
+    a = np.ones_like(x)
+    cost = sinkhorn._reduced_cost(np, x, a, a)
+    tolerance = 1e-12 if dtype == "float64" else 1e-5
+    plans = []
+    for shift in (0.0, 100.0):
+        logits = -cost / 0.3 - shift * (rng.uniform(size=(3, 24, 1)) + rng.uniform(size=(3, 1, 24)))
+        z, ones = backend.asarray(logits, dtype), backend.asarray(a, dtype)
+        xp = softops._backend.backend_of(z).xp
+        f, g = sinkhorn._potentials(xp, z, ones, ones, tolerance, 1000, True)
+        f, g = backend.to_numpy(f).astype(np.float64), backend.to_numpy(g).astype(np.float64)
+        plans.append(np.exp(logits + f[..., :, None] + g[..., None, :]))
+    np.testing.assert_allclose(plans[1].sum(-1), 1.0, atol=30 * tolerance)
+    np.testing.assert_allclose(plans[1].sum(-2), 1.0, atol=30 * tolerance)
+    np.testing.assert_allclose(plans[1], plans[0], atol=30 * tolerance)
+
+
 def test_sinkhorn_config_errors():
     for bad in (0.0, 1.5, -1e-3, True, "tight"):
         with pytest.raises(ValueError, match="tolerance"):

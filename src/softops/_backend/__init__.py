@@ -18,6 +18,8 @@ framework:
   ``opaque(kernel, arrays, static)``: such a solver called where tracing
   cannot enter it (an opaque custom operator under ``torch.compile``), for
   iterative solvers that run to a tolerance in a value-only ``fwd``;
+* ``cond(pred, true_fn, false_fn, operands)``: a branch inside such a loop's body
+  (``jax.lax.cond`` on the device, Python's ``if`` elsewhere);
 * ``logsumexp(z, axis)``: ``log sum exp`` along ``axis`` (``-inf`` for an
   all ``-inf`` slice), the framework's fused one where it has it;
 * ``isotonic_forward`` / ``isotonic_backward``: the pool-adjacent-violators
@@ -151,6 +153,15 @@ class Backend(abc.ABC):
         while bool(cond(*state)):
             state = tuple(body(*state))
         return tuple(state)
+
+    def cond(self, pred, true_fn, false_fn, operands: tuple) -> tuple:
+        """``true_fn(*operands) if pred else false_fn(*operands)`` (``pred`` a
+        0-d boolean array; both branches return tuples of arrays of the same
+        shapes): ``jax.lax.cond`` on the device, a Python branch elsewhere.
+        For value-only loops (``while_loop``) that take an expensive step
+        only when some row needs it: the true branch must be valid for every
+        row (a vmapped call takes it for all members when one needs it)."""
+        return tuple((true_fn if bool(pred) else false_fn)(*operands))
 
     def opaque(self, kernel, arrays: tuple, static: tuple = ()) -> tuple:
         """``kernel(xp, *arrays, *static)``, a value-only solver with a

@@ -230,6 +230,9 @@ class JaxBackend(Backend):
     def while_loop(self, cond, body, state):
         return tuple(jax.lax.while_loop(lambda s: cond(*s), lambda s: tuple(body(*s)), tuple(state)))
 
+    def cond(self, pred, true_fn, false_fn, operands):
+        return tuple(jax.lax.cond(pred, lambda *o: tuple(true_fn(*o)), lambda *o: tuple(false_fn(*o)), *operands))
+
     def opaque(self, kernel, arrays, static=()):
         if not self._on_cpu(arrays[0]):
             return tuple(kernel(jnp, *arrays, *static))

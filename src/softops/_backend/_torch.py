@@ -173,6 +173,9 @@ class TorchBackend(Backend):
             state = tuple(body(*state))
         return tuple(state)
 
+    def cond(self, pred, true_fn, false_fn, operands):
+        return tuple((true_fn if _truth(pred) else false_fn)(*operands))
+
     def opaque(self, kernel, arrays, static=()):
         if not torch.compiler.is_compiling():
             return tuple(kernel(xp_torch, *arrays, *static))

@@ -30,18 +30,24 @@ unsquashed values).  Targets:
   the middle unit (``torch.quantile``'s linear rule as ``T -> 0``),
   differentiable in ``q`` through the masses -- ``O(n)`` per iteration and ``q``.
 
-Solver: log-domain Sinkhorn iterations (``f`` then ``g``, each exact in its own
-marginal), warm-started at the hard matching: the cost enters as the reduced
-cost ``c_ij - f0_i - g0_j >= 0`` of the dual of the exact (``T = 0``) problem
-(``g0`` from the midpoints between sorted values at the targets' mass
+Solver: Sinkhorn sweeps (``u = a / K v`` then ``v = b / K^T u``, each exact
+in its own marginal) in the scaling domain, stabilised by absorption
+(Schmitzer 2019): a sweep is two matrix-vector products and no exponential;
+scalings that leave ``exp(+-20)`` move into the log potentials and the kernel
+``K`` is recomputed.  Warm start at the hard matching: the cost enters as the
+reduced cost ``c_ij - f0_i - g0_j >= 0`` of the dual of the exact (``T = 0``)
+problem (``g0`` from the midpoints between sorted values at the targets' mass
 boundaries), computed as sums of non-negative gaps, so that it has no
-cancellation even next to the dtype's maximum and a small ``T`` starts at
-the solution.  The loop (on the device: ``jax.lax.while_loop``; torch's
-``while_loop`` under ``torch.compile``) stops per row when every entry's total
-mass is within ``tolerance`` (relative) of 1, or after ``max_iterations``;
-the last update makes the targets' masses exact (so a top-k mask sums to
-``k`` and the matrix's rows sum to 1 up to rounding).  Cost ``O(n m)`` time
-and memory per iteration.
+cancellation even next to the dtype's maximum, a small ``T`` starts at the
+solution and no row of ``K`` underflows.  Where the sweeps contract slowly
+(close ties at a small ``T``), a damped Newton step on the marginal
+conditions joins them (``newton``; an ``m x m`` solve).  The loop (on the
+device: ``jax.lax.while_loop``; torch's ``while_loop`` under
+``torch.compile``) stops per row when every entry's total mass is within
+``tolerance`` (relative) of 1, or after ``max_iterations``; the last update
+makes the targets' masses exact (so a top-k mask sums to ``k`` and the
+matrix's rows sum to 1 up to rounding).  Cost ``O(n m)`` time and memory per
+sweep.
 
 Gradients: implicit differentiation at the solution (not unrolling).  The
 plan's first-order reverse mode is the adjoint of the optimality conditions:
@@ -79,6 +85,8 @@ from softops._backend import Backend, backend_of, register_opaque
 from softops._shared import index_dtype
 from softops.methods._matrix import MatrixMethod, _count, infinity_groups, weighted_values
 
+# Columns per block of the reduced cost's prefix sums (``_reduced_cost``).
+_BLOCK = 32
 # The default tolerance (relative error of any entry's total mass) by dtype.
 _TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 
@@ -89,7 +97,9 @@ class Sinkhorn(MatrixMethod):
     ``method="sinkhorn"``; see the module doc.  ``tolerance``: the relative
     error of the entries' masses at which the iterations stop (``None``:
     ``1e-12`` in float64, ``1e-5`` in float32); ``max_iterations``: the cap
-    (a row that has not converged by then returns its last iterate)."""
+    on sweeps (a row that has not converged by then returns its last
+    iterate); ``newton``: whether a damped Newton step joins a sweep where
+    the sweeps contract slowly (close ties at a small ``T``)."""
 
     tolerance: float | None = None
     max_iterations: int = 1000
@@ -209,11 +219,33 @@ def _reduced_cost(xp, x, a, b):
     upper = xp.astype(xp.floor(mass), index_dtype(xp))
     lower, upper = xp.minimum(lower, top), xp.minimum(upper, top)
     q = xp.take_along_axis(ordered, lower, axis=-1) / 2 + xp.take_along_axis(ordered, upper, axis=-1) / 2
-    gap = q[..., None, :] - x[..., :, None]  # (*batch, n, m - 1)
-    zero = xp.zeros(tuple(x.shape) + (1,), dtype=x.dtype, device=_device(x))
-    above = xp.concat([zero, xp.cumulative_sum(xp.clip(gap, 0.0, None), axis=-1)], axis=-1)
-    below = xp.flip(xp.cumulative_sum(xp.flip(xp.clip(-gap, 0.0, None), axis=-1), axis=-1), axis=-1)
-    return above + xp.concat([below, zero], axis=-1)
+    # Boundary l is column l - 1 of q; columns from m - 1 up to a whole number of
+    # blocks are NaN, which add nothing to either sum below.
+    block = min(_BLOCK, m)
+    width = -(-m // block) * block
+    nan = xp.full(tuple(q.shape[:-1]) + (width - m + 1,), xp.nan, dtype=x.dtype, device=_device(x))
+    gap = xp.concat([q, nan], axis=-1)[..., None, :] - x[..., :, None]  # (*batch, n, width)
+    big = xp.finfo(x.dtype).max  # an overflowed gap counts as the largest finite one: no inf * 0 below
+    up = xp.clip(xp.where(gap > 0, gap, 0.0), max=big)  # relu(q_l - x_i) at column l - 1
+    down = xp.clip(xp.where(gap < 0, -gap, 0.0), max=big)  # relu(x_i - q_l)
+    # c~_ij = sum_{k < j} up_k + sum_{k >= j} down_k: prefix and suffix sums
+    # within blocks of columns as products with 0/1 triangles (a cumulative
+    # sum along a short last axis is slow in XLA and NumPy), plus the sums
+    # of the whole blocks before (after) -- sums of non-negative terms still.
+    shape = tuple(gap.shape[:-1]) + (width // block, block)
+    up, down = xp.reshape(up, shape), xp.reshape(down, shape)
+    k = xp.arange(block, device=_device(x))
+    before = xp.astype(k[:, None] < k[None, :], x.dtype)
+    after = xp.astype(k[:, None] >= k[None, :], x.dtype)
+    totals_up, totals_down = xp.sum(up, axis=-1), xp.sum(down, axis=-1)
+    zero = xp.zeros(tuple(shape[:-2]) + (1,), dtype=x.dtype, device=_device(x))
+    carry_up = xp.concat([zero, xp.cumulative_sum(totals_up, axis=-1)[..., :-1]], axis=-1)
+    carry_down = xp.concat([xp.flip(xp.cumulative_sum(xp.flip(totals_down, axis=-1), axis=-1), axis=-1)[..., 1:],
+                            zero], axis=-1)
+    cost = xp.matmul(up, before) + xp.matmul(down, after) + (carry_up + carry_down)[..., None]
+    cost = xp.reshape(cost, tuple(gap.shape))[..., :m]
+    # A row with a NaN entry is NaN (the NaN columns added nothing).
+    return xp.where(xp.any(xp.isnan(x), axis=-1)[..., None, None], xp.nan, cost)
 
 
 def _device(x):
@@ -278,43 +310,92 @@ def _plan(xp, logits, f, g):
     return xp.exp(logits + f[..., :, None] + g[..., None, :])
 
 
+# Scalings beyond exp(+-_ABSORB) go into the log potentials (the kernel is
+# recomputed): the plan's entries then stay within a few orders of magnitude
+# of what exp(logits + f + g) gives, far from overflow in float32.
+_ABSORB = 20.0
+
+
 def _potentials(xp, logits, a, b, tolerance, max_iterations, newton):
     """The potentials ``(f, g)`` (in units of ``T``) of the plan ``exp(logits
-    + f + g)`` with entry masses ``a`` and target masses ``b``: log-domain
-    Sinkhorn sweeps, each followed (``newton``) by a damped Newton step, until
-    every present entry's mass is within ``tolerance`` (relative) of its own
-    or ``max_iterations``; a finished row keeps its state, whose last update
-    made the targets' masses exact."""
-    backend = backend_of(logits)
-    lse = backend.logsumexp
-    max_iterations, newton = int(max_iterations), bool(newton)
-    log_a = xp.where(a > 0, xp.log(xp.where(a > 0, a, 1.0)), 0.0)
-    log_b = xp.where(b > 0, xp.log(xp.where(b > 0, b, 1.0)), 0.0)
+    + f + g)`` with entry masses ``a`` and target masses ``b``.
 
-    def cond(step, f, g, error):
+    Sinkhorn sweeps in the scaling domain, stabilised by absorption (Schmitzer
+    2019, "Stabilized sparse scaling algorithms for entropy regularized
+    transport problems", SIAM J. Sci. Comput., sec. 3.2): with the kernel
+    ``K = exp(logits + F + G)`` and scalings ``u, v`` (``f = F + log u``,
+    ``g = G + log v``) a sweep is ``u = a / K v``, ``v = b / K^T u``, two
+    matrix-vector products and no exponential; when a scaling leaves
+    ``exp(+-20)`` it moves into ``F, G`` and ``K`` is recomputed.  The
+    warm start (``logits`` are ``-c~ / T``, zero on the hard matching) makes
+    ``K`` the plan of the exact problem from the first sweep, so no row of
+    ``K`` underflows.  Where the sweeps contract slowly (close ties at a small
+    ``T``: the error would take more than ``max(2, m / 4)`` further sweeps at
+    the last sweep's rate) and ``newton`` is set, a damped Newton step on the
+    marginal conditions (``_newton``, an ``m x m`` solve, about ``m / 5``
+    sweeps' work) joins the sweep.  A row stops when every present entry's
+    mass is within ``tolerance`` (relative) of its own, or after
+    ``max_iterations`` sweeps; a finished row keeps its state, whose last
+    update made the targets' masses exact."""
+    backend = backend_of(logits)
+    max_iterations, newton = int(max_iterations), bool(newton)
+    m = b.shape[-1]
+    patience = max(2.0, m / 4.0)
+    tiny = xp.finfo(logits.dtype).smallest_normal
+    entry, target = a > 0, b > 0
+
+    def matvec(k, v):
+        return xp.matmul(k, v[..., None])[..., 0]
+
+    def vecmat(u, k):
+        return xp.matmul(u[..., None, :], k)[..., 0, :]
+
+    def cond(step, big_f, big_g, u, v, k, error):
         return xp.any(error > tolerance) & (step < max_iterations)
 
-    def body(step, f, g, error):
-        # Measure the state (f, g) (its columns exact) by the row update; a
+    def newton_step(u, v, k, err):
+        df, dg = _newton(xp, u[..., :, None] * k * v[..., None, :], a, b, err)
+        # A damped step: no potential moves by more than 1 (a factor e).
+        big = xp.maximum(xp.max(xp.abs(df), axis=-1), xp.max(xp.abs(dg), axis=-1))[..., None]
+        scale = 1.0 / xp.clip(big, min=1.0)
+        return u * xp.exp(scale * df), v * xp.exp(scale * dg)
+
+    def absorb(big_f, big_g, u, v, k):
+        big_f = xp.where(entry, big_f + xp.log(u), 0.0)
+        big_g = xp.where(target, big_g + xp.log(v), 0.0)
+        k = xp.exp(logits + big_f[..., :, None] + big_g[..., None, :])
+        return big_f, big_g, xp.ones_like(u), xp.ones_like(v), k
+
+    def keep(big_f, big_g, u, v, k):
+        return big_f, big_g, u, v, k
+
+    def body(step, big_f, big_g, u, v, k, error):
+        # Measure the state (u, v) (its columns exact) by the row update; a
         # row within the tolerance keeps it and stops.
-        f_new = xp.where(a > 0, log_a - lse(logits + g[..., None, :], -1), 0.0)
-        err = xp.max(xp.where(a > 0, xp.abs(xp.expm1(f - f_new)), 0.0), axis=-1)
+        u_new = xp.where(entry, a / xp.clip(matvec(k, v), min=tiny), 1.0)
+        err = xp.max(xp.where(entry, xp.abs(u / u_new - 1.0), 0.0), axis=-1)
         active = (err > tolerance) & (error > tolerance)
-        g_old = g
+        # The contraction of the last sweep, and the sweeps it would still need.
+        rate = xp.where(xp.isfinite(error), err / xp.clip(error, min=tiny), 0.0)
+        left = xp.where(rate < 1.0, xp.log(tolerance / xp.clip(err, min=tiny))
+                        / xp.log(xp.clip(rate, min=tiny, max=0.999)), math.inf)
+        v_old = v
         if newton:
-            df, dg = _newton(xp, _plan(xp, logits, f_new, g), a, b, err)
-            # A damped step: no potential moves by more than 1 (a factor e).
-            big = xp.maximum(xp.max(xp.abs(df), axis=-1), xp.max(xp.abs(dg), axis=-1))[..., None]
-            scale = 1.0 / xp.clip(big, min=1.0)
-            f_new, g = f_new + scale * df, g + scale * dg
-        g_new = xp.where(b > 0, log_b - lse(logits + f_new[..., :, None], -2), 0.0)
-        return (step + 1, xp.where(active[..., None], f_new, f), xp.where(active[..., None], g_new, g_old),
-                xp.where(error > tolerance, err, error))
+            slow = xp.any(active & (left > patience))
+            u_new, v = backend.cond(slow, lambda u_, v_: newton_step(u_, v_, k, err), lambda u_, v_: (u_, v_),
+                                    (u_new, v))
+        v_new = xp.where(target, b / xp.clip(vecmat(u_new, k), min=tiny), 1.0)
+        u = xp.where(active[..., None], u_new, u)
+        v = xp.where(active[..., None], v_new, v_old)
+        far = xp.any(xp.abs(xp.log(u)) > _ABSORB) | xp.any(xp.abs(xp.log(v)) > _ABSORB)
+        big_f, big_g, u, v, k = backend.cond(far, absorb, keep, (big_f, big_g, u, v, k))
+        return step + 1, big_f, big_g, u, v, k, xp.where(error > tolerance, err, error)
 
     error = xp.full(tuple(a.shape[:-1]), math.inf, dtype=a.dtype, device=_device(a))
-    state = (xp.asarray(0, device=_device(a)), xp.zeros_like(a), xp.zeros_like(b), error)
-    _, f, g, _ = backend.while_loop(cond, body, state)
-    return f, g
+    state = (xp.asarray(0, device=_device(a)), xp.zeros_like(a), xp.zeros_like(b), xp.ones_like(a),
+             xp.ones_like(b), xp.exp(logits), error)
+    _, big_f, big_g, u, v, _, _ = backend.while_loop(cond, body, state)
+    return xp.where(entry, big_f + xp.log(u), 0.0), xp.where(target, big_g + xp.log(v), 0.0)
 
 
 register_opaque(_potentials, like=(1, 2))
