@@ -191,8 +191,11 @@ def transport(config: Sinkhorn, backend: Backend, x, a, b, temperature):
     in ``x``, ``b`` and the temperature (see the module doc)."""
     xp = backend.xp
     if isinstance(temperature, float) or not temperature.ndim:
-        temperature = xp.broadcast_to(xp.asarray(temperature, dtype=x.dtype, device=backend.device(x)),
-                                      tuple(x.shape[:-1]) + (1,))
+        if isinstance(temperature, float):
+            temperature = xp.asarray(temperature, dtype=x.dtype, device=backend.device(x))
+        elif temperature.dtype != x.dtype:
+            temperature = xp.astype(temperature, x.dtype)
+        temperature = xp.broadcast_to(temperature, tuple(x.shape[:-1]) + (1,))
     if b.dtype != x.dtype:
         b = xp.astype(b, x.dtype)
     op = backend.custom_derivative(*_rules(config._tolerance(x.dtype), config.max_iterations, config.newton))

@@ -1,0 +1,91 @@
+"""The layers every framework module builds: one ``Layer`` per public operation."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from dataclasses import dataclass
+
+import softops
+from softops.temperature import Relative
+
+
+@dataclass(frozen=True)
+class Layer:
+    """``function``'s layer: ``inputs`` are the arrays the call takes (in
+    order), ``required`` the options the constructor needs (no default),
+    ``per_call`` the keywords the call may add (``mask``, ``key``) and
+    ``learnable`` the option that ``learn_temperature`` learns (None: none)."""
+
+    function: str
+    inputs: tuple
+    required: tuple = ()
+    per_call: tuple = ()
+    learnable: str | None = "temperature"
+
+    @property
+    def fn(self):
+        return getattr(softops, self.function)
+
+    @property
+    def doc(self) -> str:
+        first = (self.fn.__doc__ or "").strip().split("\n\n")[0]
+        call = ", ".join(self.inputs + tuple(f"{k}=None" for k in self.per_call))
+        return (f"``softops.{self.function}`` as a layer: ``layer({call})``; the constructor takes its "
+                f"options{' (' + ', '.join(self.required) + ' required)' if self.required else ''}"
+                f"{' and learn_temperature' if self.learnable else ''} (see ``softops.layers``).\n\n{first}")
+
+
+_SELECT = dict(per_call=("key",))
+_SORT = dict(per_call=("mask",))
+LAYERS = {
+    "ArgmaxWeights": Layer("argmax_weights", ("x",), **_SELECT),
+    "SoftArgmax": Layer("soft_argmax", ("x",), **_SELECT),
+    "SoftArgmin": Layer("soft_argmin", ("x",), **_SELECT),
+    "SoftMax": Layer("soft_max", ("x",)),
+    "SoftMin": Layer("soft_min", ("x",)),
+    "SoftIndex": Layer("soft_index", ("index",), required=("size",), learnable="bandwidth"),
+    "SoftTake": Layer("soft_take", ("arr", "weights"), learnable=None),
+    "Lookup": Layer("lookup", ("arr", "index"), learnable=None),
+    "LookupAlongAxis": Layer("lookup_along_axis", ("arr", "index"), learnable=None),
+    "Assign": Layer("assign", ("arr", "index", "value"), learnable=None),
+    "SoftAssign": Layer("soft_assign", ("arr", "weights", "value"), learnable=None),
+    "SoftScatterAdd": Layer("soft_scatter_add", ("arr", "weights", "value"), learnable=None),
+    "SoftSort": Layer("soft_sort", ("x",), **_SORT),
+    "SoftRank": Layer("soft_rank", ("x",), **_SORT),
+    "SoftTopk": Layer("soft_topk", ("x",), required=("k",), **_SORT),
+    "SoftTopkMask": Layer("soft_topk_mask", ("x",), required=("k",), **_SORT),
+    "SoftQuantile": Layer("soft_quantile", ("x",), required=("q",), **_SORT),
+    "SoftMedian": Layer("soft_median", ("x",), **_SORT),
+    "SoftPermutation": Layer("soft_permutation", ("x",), **_SORT),
+    "SoftSortBy": Layer("soft_sort_by", ("keys", "values"), **_SORT),
+}
+
+
+def options(layer: Layer, name: str, given: dict, learn_temperature: bool) -> tuple[dict, float | None]:
+    """``(options, start)``: the constructor's options checked against the
+    function's signature (an unknown or missing option raises ``TypeError``
+    naming it, a per-call keyword given here too) and, with
+    ``learn_temperature``, the positive starting value of the learnable
+    option (removed from the options)."""
+    params = inspect.signature(layer.fn).parameters
+    allowed = [p for p in params if p not in layer.inputs and p not in layer.per_call]
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        where = " (pass it to the call)" if set(unknown) & set(layer.per_call) else ""
+        raise TypeError(f"{name}() got unexpected option(s) {unknown}{where}; it takes {allowed}")
+    missing = [p for p in layer.required if p not in given]
+    if missing:
+        raise TypeError(f"{name}() needs the option(s) {missing}")
+    opts = dict(given)
+    if not learn_temperature:
+        return opts, None
+    if layer.learnable is None:
+        raise ValueError(f"{name} has no temperature to learn (softops.{layer.function} takes none)")
+    start = opts.pop(layer.learnable, params[layer.learnable].default)
+    if isinstance(start, Relative) or isinstance(start, bool) or not isinstance(start, numbers.Real) \
+            or not (math.isfinite(start) and start > 0):
+        raise ValueError(f"{name}(learn_temperature=True) needs a positive finite number as {layer.learnable} "
+                         f"to start from, got {start!r}")
+    return opts, float(start)

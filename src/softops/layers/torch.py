@@ -1,0 +1,66 @@
+"""softops' operations as ``torch.nn.Module`` layers (see ``softops.layers``).
+
+>>> import torch
+>>> from softops.layers.torch import SoftRank
+>>> layer = SoftRank(temperature=2.0, learn_temperature=True)
+>>> layer(torch.tensor([3.0, 1.0, 2.0])).detach()
+tensor([2.5000, 1.5000, 2.0000])
+>>> layer
+SoftRank(learn_temperature=True)
+>>> sorted(name for name, _ in layer.named_parameters())
+['log_temperature']
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from softops.layers._spec import LAYERS, Layer, options
+
+__all__ = sorted(LAYERS)
+
+
+class _Module(torch.nn.Module):
+    _layer: Layer
+
+    def __init__(self, *, learn_temperature: bool = False, **opts):
+        super().__init__()
+        name = type(self).__name__
+        self.options, start = options(self._layer, name, opts, learn_temperature)
+        if start is not None:
+            self.log_temperature = torch.nn.Parameter(torch.tensor(math.log(start)))
+
+    @property
+    def temperature(self):
+        """The learnt temperature (``bandwidth`` for ``SoftIndex``), ``exp(log_temperature)``;
+        None unless ``learn_temperature``."""
+        t = getattr(self, "log_temperature", None)
+        return None if t is None else torch.exp(t)
+
+    def forward(self, *arrays, **per_call):
+        layer = self._layer
+        if len(arrays) != len(layer.inputs):
+            raise TypeError(f"{type(self).__name__}() takes the arrays {layer.inputs}, got {len(arrays)}")
+        unknown = sorted(set(per_call) - set(layer.per_call))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() call got unexpected keyword(s) {unknown}; "
+                            f"it takes {list(layer.per_call)}")
+        opts = dict(self.options, **{k: v for k, v in per_call.items() if v is not None})
+        t = self.temperature
+        if t is not None:
+            like = next((a for a in arrays if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+            opts[layer.learnable] = t if like is None else t.to(like.dtype)
+        return layer.fn(*arrays, **opts)
+
+    def extra_repr(self) -> str:
+        shown = [f"{k}={v!r}" for k, v in self.options.items()]
+        if self.temperature is not None:
+            shown.append("learn_temperature=True")
+        return ", ".join(shown)
+
+
+for _name, _layer in LAYERS.items():
+    globals()[_name] = type(_name, (_Module,), {"_layer": _layer, "__doc__": _layer.doc, "__module__": __name__})
+del _name, _layer
