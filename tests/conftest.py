@@ -29,6 +29,11 @@ settings.load_profile("softops")
 # and the background mode are tested in test_tiers.py.
 os.environ.setdefault("SOFTOPS_COMPILE", "blocking")
 
+# Frameworks whose layers (softops.layers.<name>) the layer tests require.
+REQUIRED_LAYERS = [
+    name.strip() for name in os.environ.get("SOFTOPS_REQUIRED_LAYERS", "torch,flax").split(",") if name.strip()
+]
+
 REQUIRED_BACKENDS = [
     name.strip()
     for name in os.environ.get("SOFTOPS_REQUIRED_BACKENDS", "numpy,torch,jax").split(",")

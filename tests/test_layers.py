@@ -1,145 +1,243 @@
-"""softops.layers: every public operation as a framework layer (PyTorch modules)."""
+"""softops.layers: every public operation as a framework layer (PyTorch modules, Flax NNX modules)."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import inspect
 
 import numpy as np
 import pytest
 
 import softops
+from conftest import REQUIRED_LAYERS
 from softops.layers._spec import LAYERS
-
-torch = pytest.importorskip("torch")
-layers = pytest.importorskip("softops.layers.torch")
-
-F64 = torch.float64
 
 
 def _x():
-    return torch.tensor([[0.3, -1.2, 2.0, 0.5], [1.0, 0.1, -0.5, 0.2]], dtype=F64)
+    return np.array([[0.3, -1.2, 2.0, 0.5], [1.0, 0.1, -0.5, 0.2]])
 
 
-# name -> (constructor options, the call's arrays)
+def _weights(i):
+    return softops.soft_index(np.asarray(i, dtype=np.float64), 5)
+
+
+# name -> (constructor options, the call's arrays as NumPy float64)
 CASES = {
     "ArgmaxWeights": ({}, lambda: (_x(),)),
     "SoftArgmax": ({}, lambda: (_x(),)),
     "SoftArgmin": ({"method": "sparsemax"}, lambda: (_x(),)),
     "SoftMax": ({}, lambda: (_x(),)),
     "SoftMin": ({"method": "logsumexp"}, lambda: (_x(),)),
-    "SoftIndex": ({"size": 5, "kernel": "gaussian"}, lambda: (torch.tensor([1.5, 3.2], dtype=F64),)),
-    "SoftTake": ({}, lambda: (torch.arange(5.0, dtype=F64) ** 2, softops.soft_index(torch.tensor([1.5, 3.2], dtype=F64), 5))),
-    "Lookup": ({"mode": "cubic"}, lambda: (torch.arange(5.0, dtype=F64) ** 2, torch.tensor([1.5, 3.2], dtype=F64))),
-    "LookupAlongAxis": ({}, lambda: (_x(), torch.tensor([[0.5, 2.5], [1.25, 3.0]], dtype=F64))),
-    "Assign": ({"mode": "linear"}, lambda: (torch.zeros(5, dtype=F64), torch.tensor([1.5, 3.0], dtype=F64),
-                                            torch.tensor([9.0, 8.0], dtype=F64))),
-    "SoftAssign": ({}, lambda: (torch.arange(5.0, dtype=F64), softops.soft_index(torch.tensor(2.5, dtype=F64), 5),
-                                torch.tensor(7.0, dtype=F64))),
-    "SoftScatterAdd": ({}, lambda: (torch.arange(5.0, dtype=F64), softops.soft_index(torch.tensor(2.5, dtype=F64), 5),
-                                    torch.tensor(7.0, dtype=F64))),
+    "SoftIndex": ({"size": 5, "kernel": "gaussian"}, lambda: (np.array([1.5, 3.2]),)),
+    "SoftTake": ({}, lambda: (np.arange(5.0) ** 2, _weights([1.5, 3.2]))),
+    "Lookup": ({"mode": "cubic"}, lambda: (np.arange(5.0) ** 2, np.array([1.5, 3.2]))),
+    "LookupAlongAxis": ({}, lambda: (_x(), np.array([[0.5, 2.5], [1.25, 3.0]]))),
+    "Assign": ({"mode": "linear"}, lambda: (np.zeros(5), np.array([1.5, 3.0]), np.array([9.0, 8.0]))),
+    "SoftAssign": ({}, lambda: (np.arange(5.0), _weights(2.5), np.array(7.0))),
+    "SoftScatterAdd": ({}, lambda: (np.arange(5.0), _weights(2.5), np.array(7.0))),
     "SoftSort": ({"method": "lapsum"}, lambda: (_x(),)),
     "SoftRank": ({}, lambda: (_x(),)),
     "SoftTopk": ({"k": 2}, lambda: (_x(),)),
     "SoftTopkMask": ({"k": 2, "method": "network"}, lambda: (_x(),)),
-    "SoftQuantile": ({"q": 0.3}, lambda: (_x(),)),
+    "SoftQuantile": ({"q": [0.3, 0.5]}, lambda: (_x(),)),
     "SoftMedian": ({}, lambda: (_x(),)),
     "SoftPermutation": ({"method": "sinkhorn"}, lambda: (_x(),)),
-    "SoftSortBy": ({}, lambda: (_x(), torch.arange(24.0, dtype=F64).reshape(2, 4, 3))),
+    "SoftSortBy": ({}, lambda: (_x(), np.arange(24.0).reshape(2, 4, 3))),
 }
 LEARNABLE = [name for name in CASES if LAYERS[name].learnable]
 
 
-def test_every_public_operation_has_a_layer_and_a_case():
+class Torch:
+    name, package = "torch", "torch"
+
+    def asarray(self, a):
+        import torch
+
+        return torch.as_tensor(np.asarray(a))
+
+    def to_numpy(self, a):
+        return a.detach().numpy()
+
+    def parameters(self, module):
+        return [n for n, _ in module.named_parameters()]
+
+    def layer_grad(self, module, arrays, c):
+        """d sum(c * module(*arrays)) / d log_temperature."""
+        import torch
+
+        out = module(*arrays)
+        (out * torch.as_tensor(c)).sum().backward()
+        return float(module.log_temperature.grad)
+
+    def function_grad(self, fn, arrays, option, t, c):
+        """d sum(c * fn(*arrays, option=t)) / dt at the float t."""
+        import torch
+
+        tt = torch.tensor(t, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad((fn(*arrays, **{option: tt}) * torch.as_tensor(c)).sum(), tt)
+        return float(g)
+
+    def set_log_temperature(self, module, value):
+        import torch
+
+        with torch.no_grad():
+            module.log_temperature.fill_(value)
+
+
+class Flax:
+    name, package = "flax", "flax"
+
+    def asarray(self, a):
+        import jax.numpy as jnp
+
+        return jnp.asarray(np.asarray(a))
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def parameters(self, module):
+        from flax import nnx
+
+        return [".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(module, nnx.Param))]
+
+    def layer_grad(self, module, arrays, c):
+        import jax.numpy as jnp
+        from flax import nnx
+
+        grads = nnx.grad(lambda m: jnp.sum(m(*arrays) * jnp.asarray(c)))(module)
+        return float(grads["log_temperature"][...])
+
+    def function_grad(self, fn, arrays, option, t, c):
+        import jax
+        import jax.numpy as jnp
+
+        return float(jax.grad(lambda tt: jnp.sum(fn(*arrays, **{option: tt}) * jnp.asarray(c)))(jnp.float64(t)))
+
+    def set_log_temperature(self, module, value):
+        import jax.numpy as jnp
+
+        module.log_temperature[...] = jnp.asarray(value, dtype=jnp.float32)
+
+
+FRAMEWORKS = [Torch(), Flax()]
+
+
+@pytest.fixture(params=FRAMEWORKS, ids=lambda f: f.name)
+def fw(request):
+    f = request.param
+    if importlib.util.find_spec(f.package) is None:
+        pytest.skip(f"{f.package} is not installed")
+    f.layers = importlib.import_module(f"softops.layers.{f.name}")
+    return f
+
+
+@pytest.mark.parametrize("name", REQUIRED_LAYERS)
+def test_layer_frameworks_installed(name):
+    """Guard: the layer frameworks CI asked for import, so no layer test is skipped silently."""
+    assert name in [f.name for f in FRAMEWORKS]
+    importlib.import_module(f"softops.layers.{name}")
+
+
+def test_every_public_operation_has_a_layer_and_a_case(fw):
     public = {name for name in softops.__all__ if inspect.isfunction(getattr(softops, name))
               and "num_threads" not in name and "compile_mode" not in name}
     assert {layer.function for layer in LAYERS.values()} == public
     assert set(CASES) == set(LAYERS)
-    assert set(layers.__all__) == set(LAYERS)
+    assert set(fw.layers.__all__) == set(LAYERS)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_layer_is_its_function(name):
+def test_layer_is_its_function(fw, name):
     opts, arrays = CASES[name]
-    module = getattr(layers, name)(**opts)
-    assert isinstance(module, torch.nn.Module) and not list(module.parameters())
-    got = module(*arrays())
-    want = getattr(softops, LAYERS[name].function)(*arrays(), **opts)
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    module = getattr(fw.layers, name)(**opts)
+    assert fw.parameters(module) == []
+    got = module(*map(fw.asarray, arrays()))
+    want = getattr(softops, LAYERS[name].function)(*map(fw.asarray, arrays()), **opts)
+    np.testing.assert_array_equal(fw.to_numpy(got), fw.to_numpy(want))
 
 
 @pytest.mark.parametrize("name", LEARNABLE)
-def test_learnt_temperature_is_the_functions_and_gets_its_gradient(name):
+def test_learnt_temperature_is_the_functions_and_gets_its_gradient(fw, name):
     """The layer at ``exp(log_temperature)`` is the function at that
     temperature, and the parameter's gradient is ``T dL/dT`` (the chain rule
     through ``T = exp(log T)``), from the function's own derivative in ``T``."""
-    opts, arrays = CASES[name]
-    option = LAYERS[name].learnable
-    start = 0.7
-    module = getattr(layers, name)(**opts, **{option: start}, learn_temperature=True)
-    assert [n for n, _ in module.named_parameters()] == ["log_temperature"]
-    out = module(*arrays())
-    t = module.temperature.detach().to(F64).requires_grad_(True)
-    want = getattr(softops, LAYERS[name].function)(*arrays(), **opts, **{option: t})
-    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
-    c = torch.linspace(-1.0, 2.0, want.numel(), dtype=F64).reshape(want.shape)
-    (out * c).sum().backward()
-    (dt,) = torch.autograd.grad((want * c).sum(), t)
-    assert module.log_temperature.grad is not None
-    torch.testing.assert_close(module.log_temperature.grad.to(F64), (t * dt).detach(), rtol=1e-5, atol=1e-7)
-    # A large step keeps the temperature positive and finite.
-    with torch.no_grad():
-        module.log_temperature -= 50.0
-    assert 0 < float(module.temperature.detach()) < start
+    opts, make = CASES[name]
+    layer = LAYERS[name]
+    module = getattr(fw.layers, name)(**opts, **{layer.learnable: 0.7}, learn_temperature=True)
+    assert fw.parameters(module) == ["log_temperature"]
+    arrays = tuple(map(fw.asarray, make()))
+    t = float(np.exp(np.float32(np.log(0.7))))  # the parameter is float32
+    want = layer.fn(*arrays, **opts, **{layer.learnable: t})
+    np.testing.assert_allclose(fw.to_numpy(module(*arrays)), fw.to_numpy(want), rtol=1e-12, atol=1e-12)
+    c = np.linspace(-1.0, 2.0, int(np.prod(want.shape))).reshape(tuple(want.shape))
+    dt = fw.function_grad(functools.partial(layer.fn, **opts), arrays, layer.learnable, t, c)
+    assert fw.layer_grad(module, arrays, c) == pytest.approx(t * dt, rel=1e-5, abs=1e-7)
+    fw.set_log_temperature(module, np.log(0.7) - 50.0)  # any parameter value is a positive temperature
+    assert 0 < float(fw.to_numpy(module.temperature)) < 0.7
 
 
-def test_learnt_temperature_follows_the_inputs_dtype_and_survives_a_state_dict():
-    module = layers.SoftRank(temperature=2.0, learn_temperature=True)
-    x = _x().to(torch.float32)
-    assert module(x).dtype == torch.float32 and module(_x()).dtype == F64
-    with torch.no_grad():
-        module.log_temperature.fill_(0.25)
-    other = layers.SoftRank(temperature=1.0, learn_temperature=True)
-    other.load_state_dict(module.state_dict())
-    torch.testing.assert_close(other(_x()), module(_x()), rtol=0, atol=0)
-    torch.testing.assert_close(other(_x()), softops.soft_rank(_x(), temperature=float(np.exp(np.float32(0.25)))))
-
-
-def test_per_call_keywords():
+def test_learnt_temperature_follows_the_inputs_dtype(fw):
+    module = fw.layers.SoftRank(temperature=2.0, learn_temperature=True)
     x = _x()
-    mask = torch.tensor([[True, True, False, True], [True, True, True, True]])
-    torch.testing.assert_close(layers.SoftRank()(x, mask=mask), softops.soft_rank(x, mask=mask), rtol=0, atol=0)
-    key = torch.Generator().manual_seed(3)
-    got = layers.ArgmaxWeights(method="gumbel")(x, key=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(got, softops.argmax_weights(x, method="gumbel", key=key), rtol=0, atol=0)
+    assert str(module(fw.asarray(x.astype(np.float32))).dtype).endswith("float32")
+    assert str(module(fw.asarray(x)).dtype).endswith("float64")
 
 
-def test_bad_options_raise_clear_errors():
+def test_per_call_keywords(fw):
+    x = fw.asarray(_x())
+    mask = fw.asarray(np.array([[True, True, False, True], [True, True, True, True]]))
+    np.testing.assert_array_equal(fw.to_numpy(fw.layers.SoftRank()(x, mask=mask)),
+                                  fw.to_numpy(softops.soft_rank(x, mask=mask)))
+
+
+def test_bad_options_raise_clear_errors(fw):
+    L = fw.layers
     with pytest.raises(TypeError, match="tempurature"):
-        layers.SoftRank(tempurature=1.0)
+        L.SoftRank(tempurature=1.0)
     with pytest.raises(TypeError, match="pass it to the call"):
-        layers.SoftRank(mask=None)
+        L.SoftRank(mask=None)
     with pytest.raises(TypeError, match=r"needs the option\(s\) \['k'\]"):
-        layers.SoftTopkMask()
+        L.SoftTopkMask()
     with pytest.raises(ValueError, match="no temperature to learn"):
-        layers.Lookup(learn_temperature=True)
+        L.Lookup(learn_temperature=True)
     with pytest.raises(ValueError, match="positive finite number"):
-        layers.SoftRank(temperature=softops.Relative(1.0), learn_temperature=True)
+        L.SoftRank(temperature=softops.Relative(1.0), learn_temperature=True)
     with pytest.raises(ValueError, match="positive finite number"):
-        layers.SoftRank(temperature=0.0, learn_temperature=True)
+        L.SoftRank(temperature=0.0, learn_temperature=True)
     with pytest.raises(TypeError, match="takes the arrays"):
-        layers.Lookup()(_x())
+        L.Lookup()(fw.asarray(_x()))
     with pytest.raises(TypeError, match="unexpected keyword"):
-        layers.SoftMax()(_x(), mask=None)
+        L.SoftMax()(fw.asarray(_x()), mask=None)
+    assert repr(L.SoftTopkMask(k=2, learn_temperature=True)).endswith("(k=2, learn_temperature=True)")
 
 
-def test_layers_train_in_a_model():
+def test_torch_gumbel_key_per_call():
+    torch = pytest.importorskip("torch")
+    from softops.layers.torch import ArgmaxWeights
+
+    x = torch.as_tensor(_x())
+    got = ArgmaxWeights(method="gumbel")(x, key=torch.Generator().manual_seed(3))
+    want = softops.argmax_weights(x, method="gumbel", key=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_torch_model_trains_and_state_dict_round_trips():
     """A model of ``Linear -> SoftTopkMask`` trained by SGD: the loss falls and
-    the learnt temperature moves."""
+    the learnt temperature moves; its state_dict loads into a fresh model."""
+    torch = pytest.importorskip("torch")
+    from softops.layers.torch import SoftTopkMask
+
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 6, dtype=F64),
-                                layers.SoftTopkMask(k=2, temperature=1.0, learn_temperature=True))
-    x = torch.randn(32, 6, dtype=F64)
-    target = torch.zeros(32, 6, dtype=F64)
+
+    def make():
+        return torch.nn.Sequential(torch.nn.Linear(6, 6, dtype=torch.float64),
+                                   SoftTopkMask(k=2, temperature=1.0, learn_temperature=True))
+
+    model = make()
+    x = torch.randn(32, 6, dtype=torch.float64)
+    target = torch.zeros(32, 6, dtype=torch.float64)
     target[:, :2] = 1.0
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     losses = []
@@ -150,4 +248,41 @@ def test_layers_train_in_a_model():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    assert float(model[1].temperature.detach()) != pytest.approx(1.0)
+    assert model[1].temperature.item() != pytest.approx(1.0)
+    other = make()
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
+
+
+def test_flax_model_trains_under_nnx_jit():
+    """The same model in Flax NNX, trained with ``nnx.jit`` and optax's SGD."""
+    pytest.importorskip("flax")
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from softops.layers.flax import SoftTopkMask
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(6, 6, rngs=rngs, param_dtype=jnp.float64)
+            self.mask = SoftTopkMask(k=2, temperature=1.0, learn_temperature=True)
+
+        def __call__(self, x):
+            return self.mask(self.linear(x))
+
+    model = Model(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (32, 6), dtype=jnp.float64)
+    target = jnp.zeros((32, 6), jnp.float64).at[:, :2].set(1.0)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(40)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert float(model.mask.temperature) != pytest.approx(1.0)

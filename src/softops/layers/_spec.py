@@ -89,3 +89,20 @@ def options(layer: Layer, name: str, given: dict, learn_temperature: bool) -> tu
         raise ValueError(f"{name}(learn_temperature=True) needs a positive finite number as {layer.learnable} "
                          f"to start from, got {start!r}")
     return opts, float(start)
+
+
+def call_options(layer: Layer, name: str, options: dict, arrays: tuple, per_call: dict) -> dict:
+    """The options of one call: the constructor's plus the per-call keywords
+    given (None: not given), after checking the number of arrays and the
+    keywords (``TypeError`` naming what was expected)."""
+    if len(arrays) != len(layer.inputs):
+        raise TypeError(f"{name}() takes the arrays {layer.inputs}, got {len(arrays)}")
+    unknown = sorted(set(per_call) - set(layer.per_call))
+    if unknown:
+        raise TypeError(f"{name}() call got unexpected keyword(s) {unknown}; it takes {list(layer.per_call)}")
+    return dict(options, **{k: v for k, v in per_call.items() if v is not None})
+
+
+def describe(options: dict, learnt: bool) -> str:
+    """The options as ``k=v, ...`` for a layer's repr."""
+    return ", ".join([f"{k}={v!r}" for k, v in options.items()] + (["learn_temperature=True"] if learnt else []))

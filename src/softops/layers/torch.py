@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from softops.layers._spec import LAYERS, Layer, options
+from softops.layers._spec import LAYERS, Layer, call_options, describe, options
 
 __all__ = sorted(LAYERS)
 
@@ -41,13 +41,7 @@ class _Module(torch.nn.Module):
 
     def forward(self, *arrays, **per_call):
         layer = self._layer
-        if len(arrays) != len(layer.inputs):
-            raise TypeError(f"{type(self).__name__}() takes the arrays {layer.inputs}, got {len(arrays)}")
-        unknown = sorted(set(per_call) - set(layer.per_call))
-        if unknown:
-            raise TypeError(f"{type(self).__name__}() call got unexpected keyword(s) {unknown}; "
-                            f"it takes {list(layer.per_call)}")
-        opts = dict(self.options, **{k: v for k, v in per_call.items() if v is not None})
+        opts = call_options(layer, type(self).__name__, self.options, arrays, per_call)
         t = self.temperature
         if t is not None:
             like = next((a for a in arrays if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
@@ -55,10 +49,7 @@ class _Module(torch.nn.Module):
         return layer.fn(*arrays, **opts)
 
     def extra_repr(self) -> str:
-        shown = [f"{k}={v!r}" for k, v in self.options.items()]
-        if self.temperature is not None:
-            shown.append("learn_temperature=True")
-        return ", ".join(shown)
+        return describe(self.options, self.temperature is not None)
 
 
 for _name, _layer in LAYERS.items():
