@@ -31,7 +31,7 @@ os.environ.setdefault("SOFTOPS_COMPILE", "blocking")
 
 # Frameworks whose layers (softops.layers.<name>) the layer tests require.
 REQUIRED_LAYERS = [
-    name.strip() for name in os.environ.get("SOFTOPS_REQUIRED_LAYERS", "torch,flax").split(",") if name.strip()
+    name.strip() for name in os.environ.get("SOFTOPS_REQUIRED_LAYERS", "torch,flax,keras").split(",") if name.strip()
 ]
 
 REQUIRED_BACKENDS = [

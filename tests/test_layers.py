@@ -6,6 +6,9 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -52,6 +55,9 @@ LEARNABLE = [name for name in CASES if LAYERS[name].learnable]
 class Torch:
     name, package = "torch", "torch"
 
+    def make(self, name, **opts):
+        return getattr(self.layers, name)(**opts)
+
     def asarray(self, a):
         import torch
 
@@ -89,6 +95,9 @@ class Torch:
 class Flax:
     name, package = "flax", "flax"
 
+    def make(self, name, **opts):
+        return getattr(self.layers, name)(**opts)
+
     def asarray(self, a):
         import jax.numpy as jnp
 
@@ -121,7 +130,47 @@ class Flax:
         module.log_temperature[...] = jnp.asarray(value, dtype=jnp.float32)
 
 
-FRAMEWORKS = [Torch(), Flax()]
+class Keras:
+    """Keras 3 on its JAX backend, in float64 (the layers' dtype policy)."""
+
+    name, package = "keras", "keras"
+
+    def make(self, name, **opts):
+        return getattr(self.layers, name)(dtype="float64", **opts)
+
+    def asarray(self, a):
+        import jax.numpy as jnp
+
+        return jnp.asarray(np.asarray(a))
+
+    def to_numpy(self, a):
+        import keras
+
+        return np.asarray(keras.ops.convert_to_numpy(a))
+
+    def parameters(self, module):
+        return [w.name for w in module.trainable_weights]
+
+    def layer_grad(self, module, arrays, c):
+        import jax
+        import jax.numpy as jnp
+
+        fixed = [v.value for v in module.non_trainable_variables]
+
+        def loss(trainable):
+            out, _ = module.stateless_call(trainable, fixed, *arrays)
+            return jnp.sum(out * jnp.asarray(c))
+
+        return float(jax.grad(loss)([v.value for v in module.trainable_variables])[0])
+
+    def function_grad(self, fn, arrays, option, t, c):
+        return Flax.function_grad(self, fn, arrays, option, t, c)
+
+    def set_log_temperature(self, module, value):
+        module.log_temperature.assign(value)
+
+
+FRAMEWORKS = [Torch(), Flax(), Keras()]
 
 
 @pytest.fixture(params=FRAMEWORKS, ids=lambda f: f.name)
@@ -129,6 +178,10 @@ def fw(request):
     f = request.param
     if importlib.util.find_spec(f.package) is None:
         pytest.skip(f"{f.package} is not installed")
+    if f.name == "keras":
+        if os.environ.setdefault("KERAS_BACKEND", "jax") != "jax" or "keras" in sys.modules and \
+                sys.modules["keras"].backend.backend() != "jax":
+            pytest.skip("the Keras layer tests run on Keras' JAX backend (KERAS_BACKEND=jax)")
     f.layers = importlib.import_module(f"softops.layers.{f.name}")
     return f
 
@@ -151,7 +204,7 @@ def test_every_public_operation_has_a_layer_and_a_case(fw):
 @pytest.mark.parametrize("name", list(CASES))
 def test_layer_is_its_function(fw, name):
     opts, arrays = CASES[name]
-    module = getattr(fw.layers, name)(**opts)
+    module = fw.make(name, **opts)
     assert fw.parameters(module) == []
     got = module(*map(fw.asarray, arrays()))
     want = getattr(softops, LAYERS[name].function)(*map(fw.asarray, arrays()), **opts)
@@ -165,7 +218,7 @@ def test_learnt_temperature_is_the_functions_and_gets_its_gradient(fw, name):
     through ``T = exp(log T)``), from the function's own derivative in ``T``."""
     opts, make = CASES[name]
     layer = LAYERS[name]
-    module = getattr(fw.layers, name)(**opts, **{layer.learnable: 0.7}, learn_temperature=True)
+    module = fw.make(name, **opts, **{layer.learnable: 0.7}, learn_temperature=True)
     assert fw.parameters(module) == ["log_temperature"]
     arrays = tuple(map(fw.asarray, make()))
     t = float(np.exp(np.float32(np.log(0.7))))  # the parameter is float32
@@ -179,8 +232,13 @@ def test_learnt_temperature_is_the_functions_and_gets_its_gradient(fw, name):
 
 
 def test_learnt_temperature_follows_the_inputs_dtype(fw):
-    module = fw.layers.SoftRank(temperature=2.0, learn_temperature=True)
     x = _x()
+    if fw.name == "keras":  # Keras casts the inputs to the layer's dtype policy
+        for dtype in ("float32", "float64"):
+            module = fw.layers.SoftRank(temperature=2.0, learn_temperature=True, dtype=dtype)
+            assert str(module(fw.asarray(x)).dtype).endswith(dtype)
+        return
+    module = fw.make("SoftRank", temperature=2.0, learn_temperature=True)
     assert str(module(fw.asarray(x.astype(np.float32))).dtype).endswith("float32")
     assert str(module(fw.asarray(x)).dtype).endswith("float64")
 
@@ -188,7 +246,7 @@ def test_learnt_temperature_follows_the_inputs_dtype(fw):
 def test_per_call_keywords(fw):
     x = fw.asarray(_x())
     mask = fw.asarray(np.array([[True, True, False, True], [True, True, True, True]]))
-    np.testing.assert_array_equal(fw.to_numpy(fw.layers.SoftRank()(x, mask=mask)),
+    np.testing.assert_array_equal(fw.to_numpy(fw.make("SoftRank")(x, mask=mask)),
                                   fw.to_numpy(softops.soft_rank(x, mask=mask)))
 
 
@@ -210,7 +268,7 @@ def test_bad_options_raise_clear_errors(fw):
         L.Lookup()(fw.asarray(_x()))
     with pytest.raises(TypeError, match="unexpected keyword"):
         L.SoftMax()(fw.asarray(_x()), mask=None)
-    assert repr(L.SoftTopkMask(k=2, learn_temperature=True)).endswith("(k=2, learn_temperature=True)")
+    assert "k=2, learn_temperature=True" in repr(L.SoftTopkMask(k=2, learn_temperature=True))
 
 
 def test_torch_gumbel_key_per_call():
@@ -286,3 +344,41 @@ def test_flax_model_trains_under_nnx_jit():
     losses = [float(step(model, optimizer)) for _ in range(40)]
     assert losses[-1] < 0.5 * losses[0]
     assert float(model.mask.temperature) != pytest.approx(1.0)
+
+
+_KERAS_SCRIPT = """
+import sys, numpy as np, keras, softops
+from softops.layers.keras import SoftTopkMask
+assert keras.backend.backend() == sys.argv[2]
+keras.utils.set_random_seed(0)
+inp = keras.Input((6,))
+model = keras.Model(inp, SoftTopkMask(k=2, temperature=1.0, learn_temperature=True,
+                                      method=softops.Sinkhorn(tolerance=1e-6))(keras.layers.Dense(6)(inp)))
+model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+x = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
+y = np.zeros((64, 6), "float32"); y[:, :2] = 1.0
+losses = model.fit(x, y, epochs=15, batch_size=16, verbose=0).history["loss"]
+assert losses[-1] < 0.5 * losses[0], losses
+t = float(keras.ops.convert_to_numpy(model.layers[-1].temperature))
+assert t != 1.0 and t > 0, t
+model.save(sys.argv[1])
+again = keras.saving.load_model(sys.argv[1])
+assert again.layers[-1].options["method"] == softops.Sinkhorn(tolerance=1e-6)
+np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras_model_trains_saves_and_loads(backend, tmp_path):
+    """A Keras model ``Dense -> SoftTopkMask`` (learnt temperature, a Sinkhorn
+    config option) trains with ``fit`` on Keras' JAX and PyTorch backends, and
+    ``keras.saving`` round-trips it (options, config object and weights) --
+    each backend in its own process (Keras reads ``KERAS_BACKEND`` once)."""
+    for package in ("keras", backend):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    done = subprocess.run([sys.executable, "-c", _KERAS_SCRIPT, str(tmp_path / "model.keras"), backend],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

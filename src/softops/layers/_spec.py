@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
@@ -106,3 +107,26 @@ def call_options(layer: Layer, name: str, options: dict, arrays: tuple, per_call
 def describe(options: dict, learnt: bool) -> str:
     """The options as ``k=v, ...`` for a layer's repr."""
     return ", ".join([f"{k}={v!r}" for k, v in options.items()] + (["learn_temperature=True"] if learnt else []))
+
+
+def to_config(value):
+    """An option as JSON-ready data: softops' config objects (``Permutahedron``,
+    ``Sinkhorn``, ``Relative``, ...) as ``{"softops": name, "config": fields}``,
+    tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type) and type(value).__module__.startswith("softops"):
+        if getattr(softops, type(value).__name__, None) is not type(value):
+            raise TypeError(f"cannot serialise {value!r}: not a public softops config")
+        return {"softops": type(value).__name__, "config": {k: to_config(v) for k, v in
+                                                             dataclasses.asdict(value).items()}}
+    if isinstance(value, (list, tuple)):
+        return [to_config(v) for v in value]
+    return value
+
+
+def from_config(value):
+    """The inverse of ``to_config``."""
+    if isinstance(value, dict) and set(value) == {"softops", "config"}:
+        return getattr(softops, value["softops"])(**{k: from_config(v) for k, v in value["config"].items()})
+    if isinstance(value, list):
+        return [from_config(v) for v in value]
+    return value
