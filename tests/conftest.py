@@ -29,6 +29,12 @@ settings.load_profile("softops")
 # and the background mode are tested in test_tiers.py.
 os.environ.setdefault("SOFTOPS_COMPILE", "blocking")
 
+# Keras reads its backend once, at import: the session (test_layers and the
+# doctests of softops.layers.keras; pytest loads this file before it collects
+# any path of testpaths) runs Keras on JAX; test_layers runs PyTorch's in a
+# subprocess.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
 # Frameworks whose layers (softops.layers.<name>) the layer tests require.
 REQUIRED_LAYERS = [
     name.strip() for name in os.environ.get("SOFTOPS_REQUIRED_LAYERS", "torch,flax,keras").split(",") if name.strip()
