@@ -27,3 +27,14 @@ def test_demo_prints_the_tour():
     # The sorting family: 0.30 and 0.31 share the third place of the top-3 mask.
     assert "soft_topk_mask(k=3, temperature=Relative(1)) = [0.493, 0.000, 1.000, 0.507, 1.000] (sums to 3.0)" in out
     assert not re.search(r"[\[ ,=]-?(nan|inf)\b", out)  # _fmt prints non-finite values so
+
+
+def test_version_and_bad_commands():
+    """``python -m softops --version`` prints the version; an unknown command
+    is a one-line usage error with exit status 2, no traceback."""
+    import softops
+
+    done = subprocess.run([sys.executable, "-m", "softops", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"softops {softops.__version__}"
+    done = subprocess.run([sys.executable, "-m", "softops", "dmeo"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "invalid choice: 'dmeo'" in done.stderr and "Traceback" not in done.stderr

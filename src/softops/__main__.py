@@ -8,7 +8,10 @@ import sys
 
 
 def main(argv=None) -> int:
+    from softops import __version__
+
     parser = argparse.ArgumentParser(prog="softops", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"softops {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="print a tour of the operations, values and gradients")
     warm = commands.add_parser("warmup", help="compile and cache every numba kernel (seconds, once per environment)")

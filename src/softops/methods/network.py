@@ -55,7 +55,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -70,14 +69,26 @@ SIGMOIDS = ("logistic", "cauchy", "reciprocal", "optimal")
 _Z_MAX = 1e30  # |z| beyond this: every sigmoid is saturated in float64 but cauchy's h (1 / pi^2)
 
 
-@functools.lru_cache(maxsize=64)
+_LAYERS: dict = {}
+
+
 def _layers(network: str, n: int):
     """``(lanes, layers)``: each layer ``(lo, hi, stage, source, rest)``:
     comparators from lanes ``lo`` (the smaller goes there) to ``hi``, the
     stage it belongs to (a row with ``n_f`` entries runs the stages below
     ``_stages(network, n_f)``), and the static gather that writes a layer's
     outputs back (``_put``).  Plain Python lists (``torch.compile`` traces
-    them as constants)."""
+    them as constants), kept in a plain dict of at most 64 entries
+    (``torch.compile`` warns when it traces into ``functools.lru_cache``)."""
+    key = (network, n)
+    if key not in _LAYERS:
+        if len(_LAYERS) >= 64:
+            _LAYERS.clear()
+        _LAYERS[key] = _build_layers(network, n)
+    return _LAYERS[key]
+
+
+def _build_layers(network: str, n: int):
     pairs = []
     if network == "odd_even":
         lanes = n
