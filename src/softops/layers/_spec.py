@@ -104,6 +104,17 @@ def call_options(layer: Layer, name: str, options: dict, arrays: tuple, per_call
     return dict(options, **{k: v for k, v in per_call.items() if v is not None})
 
 
+def call(layer: Layer, name: str, options: dict, arrays: tuple, per_call: dict, temperature, cast):
+    """``layer.fn`` on ``arrays`` with ``call_options`` and, when ``temperature``
+    (the learnt one) is not None, it as the learnable option, ``cast(t, dtype)``
+    to the first floating input's dtype (as it is when no input floats)."""
+    opts = call_options(layer, name, options, arrays, per_call)
+    if temperature is not None:
+        like = next((a for a in arrays if "float" in str(getattr(a, "dtype", ""))), None)
+        opts[layer.learnable] = temperature if like is None else cast(temperature, like.dtype)
+    return layer.fn(*arrays, **opts)
+
+
 def describe(options: dict, learnt: bool) -> str:
     """The options as ``k=v, ...`` for a layer's repr."""
     return ", ".join([f"{k}={v!r}" for k, v in options.items()] + (["learn_temperature=True"] if learnt else []))

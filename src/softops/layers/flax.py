@@ -16,7 +16,7 @@ import math
 import jax.numpy as jnp
 from flax import nnx
 
-from softops.layers._spec import LAYERS, Layer, call_options, describe, options
+from softops.layers._spec import LAYERS, Layer, call, describe, options
 
 __all__ = sorted(LAYERS)
 
@@ -37,13 +37,8 @@ class _Module(nnx.Module):
         return None if t is None else jnp.exp(t[...])
 
     def __call__(self, *arrays, **per_call):
-        layer = self._layer
-        opts = call_options(layer, type(self).__name__, self.options, arrays, per_call)
-        t = self.temperature
-        if t is not None:
-            like = next((a for a in arrays if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)), None)
-            opts[layer.learnable] = t if like is None else t.astype(like.dtype)
-        return layer.fn(*arrays, **opts)
+        return call(self._layer, type(self).__name__, self.options, arrays, per_call, self.temperature,
+                    lambda t, dtype: t.astype(dtype))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({describe(self.options, self.temperature is not None)})"

@@ -22,7 +22,7 @@ import math
 
 import keras
 
-from softops.layers._spec import LAYERS, Layer, call_options, describe, from_config, options, to_config
+from softops.layers._spec import LAYERS, Layer, call, describe, from_config, options, to_config
 
 __all__ = sorted(LAYERS)
 
@@ -52,13 +52,8 @@ class _Layer(keras.layers.Layer):
         return None if self.log_temperature is None else keras.ops.exp(self.log_temperature)
 
     def call(self, *arrays, **per_call):
-        layer = self._layer
-        opts = call_options(layer, type(self).__name__, self.options, arrays, per_call)
-        t = self.temperature
-        if t is not None:
-            like = next((a for a in arrays if hasattr(a, "dtype") and "float" in str(a.dtype)), None)
-            opts[layer.learnable] = t if like is None else keras.ops.cast(t, like.dtype)
-        return layer.fn(*arrays, **opts)
+        return call(self._layer, type(self).__name__, self.options, arrays, per_call, self.temperature,
+                    keras.ops.cast)
 
     def compute_mask(self, *args, **kwargs):
         return None
@@ -69,8 +64,7 @@ class _Layer(keras.layers.Layer):
         import numpy as np
 
         zeros = [np.zeros([1 if d is None else d for d in a.shape], dtype=a.dtype) for a in arrays]
-        opts = call_options(self._layer, type(self).__name__, self.options, tuple(zeros), {})
-        out = self._layer.fn(*zeros, **opts)
+        out = call(self._layer, type(self).__name__, self.options, tuple(zeros), {}, None, None)
         return keras.KerasTensor(out.shape, dtype=str(out.dtype))
 
     def get_config(self):

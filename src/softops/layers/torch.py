@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from softops.layers._spec import LAYERS, Layer, call_options, describe, options
+from softops.layers._spec import LAYERS, Layer, call, describe, options
 
 __all__ = sorted(LAYERS)
 
@@ -40,13 +40,8 @@ class _Module(torch.nn.Module):
         return None if t is None else torch.exp(t)
 
     def forward(self, *arrays, **per_call):
-        layer = self._layer
-        opts = call_options(layer, type(self).__name__, self.options, arrays, per_call)
-        t = self.temperature
-        if t is not None:
-            like = next((a for a in arrays if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
-            opts[layer.learnable] = t if like is None else t.to(like.dtype)
-        return layer.fn(*arrays, **opts)
+        return call(self._layer, type(self).__name__, self.options, arrays, per_call, self.temperature,
+                    lambda t, dtype: t.to(dtype))
 
     def extra_repr(self) -> str:
         return describe(self.options, self.temperature is not None)
