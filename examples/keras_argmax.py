@@ -15,7 +15,7 @@ to output the position of the largest token of a sequence (the seed's
 architecture), from the soft argmax's squared error alone, and reports the
 hard argmax accuracy.
 
-Run:  python examples/keras_argmax.py [--steps 300]   (KERAS_BACKEND=jax by default; torch works too)
+Run:  python examples/keras_argmax.py [--steps 300]   (KERAS_BACKEND=jax by default; torch and tensorflow work too)
 """
 
 from __future__ import annotations
@@ -57,7 +57,13 @@ def value_and_grad(f, x):
         y = f(v).sum()
         y.backward()
         return y.detach(), v.grad
-    raise SystemExit(f"this example runs on Keras' jax or torch backend, not {backend!r}")
+    import tensorflow as tf  # Keras' tensorflow backend
+
+    v = tf.convert_to_tensor(np.asarray(x))
+    with tf.GradientTape() as tape:
+        tape.watch(v)
+        y = tf.reduce_sum(f(v))
+    return y, tape.gradient(y, v)
 
 
 def scales(quiet=False):

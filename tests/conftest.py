@@ -55,7 +55,7 @@ def backend(request):
 
 @pytest.fixture(params=[h for h in HARNESSES if h.differentiable], ids=lambda h: h.name)
 def diff_backend(request):
-    """A harness for one framework with autodiff (PyTorch, JAX)."""
+    """A harness for one framework with autodiff (PyTorch, JAX, TensorFlow)."""
     return request.param
 
 

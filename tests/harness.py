@@ -30,6 +30,12 @@ class Harness:
         """Gradient of ``sum(f(x) * cotangent)`` with respect to ``x``."""
         raise NotImplementedError
 
+    def value_and_grads(self, f, args, cotangent):
+        """``f(*args)`` and the gradients of ``sum(f(*args) * cotangent)`` with
+        respect to each of ``args`` (NumPy float64 arrays in and out; zeros
+        for an argument the output does not depend on)."""
+        raise NotImplementedError
+
     def jit(self, f):
         raise NotImplementedError
 
@@ -94,6 +100,13 @@ class TorchHarness(Harness):
         (g,) = self.torch.autograd.grad(out, t, self.asarray(cotangent, str(out.dtype)[6:]))
         return self.to_numpy(g)
 
+    def value_and_grads(self, f, args, cotangent):
+        torch = self.torch
+        args = [torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in args]
+        out = f(*args)
+        grads = torch.autograd.grad((out * torch.as_tensor(cotangent)).sum(), args, allow_unused=True)
+        return out.detach().numpy(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(args, grads)]
+
     def jit(self, f):
         # Tests compile many closures of one code object: start each from a clean
         # cache so that dynamo's recompile limit never trips.
@@ -130,11 +143,68 @@ class JaxHarness(Harness):
         (g,) = pullback(self.xp.asarray(cotangent, dtype=out.dtype))
         return self.to_numpy(g)
 
+    def value_and_grads(self, f, args, cotangent):
+        jnp = self.xp
+        out, pullback = self.jax.vjp(f, *(jnp.asarray(a, dtype=jnp.float64) for a in args))
+        return np.asarray(out), [np.asarray(g) for g in pullback(jnp.asarray(cotangent))]
+
     def jit(self, f):
         return self.jax.jit(f)
 
     def vmap(self, f):
         return self.jax.vmap(f)
+
+
+class TfHarness(Harness):
+    name = "tensorflow"
+
+    def __init__(self):
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        from softops._backend._tf import xp_tf
+
+        self.tf = tf
+        self.xp = xp_tf
+
+    def dtype(self, name):
+        return getattr(self.tf, name)
+
+    def asarray(self, a, dtype="float64"):
+        a = np.asarray(a, dtype=np.float64) if np.asarray(a).dtype.kind != "b" else np.asarray(a)
+        return self.tf.cast(self.tf.constant(a), self.dtype(dtype))
+
+    def to_numpy(self, a):
+        if isinstance(a, (self.tf.Tensor, self.tf.Variable)):
+            a = a.numpy()
+        a = np.asarray(a)
+        return a.astype(np.float64) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
+
+    def vjp(self, f, x, cotangent, dtype="float64"):
+        t = self.asarray(x, dtype)
+        with self.tf.GradientTape() as tape:
+            tape.watch(t)
+            out = f(t)
+        g = tape.gradient(out, t, output_gradients=self.tf.cast(self.tf.constant(cotangent), out.dtype))
+        return self.to_numpy(g)
+
+    def value_and_grads(self, f, args, cotangent):
+        tf = self.tf
+        args = [tf.constant(np.asarray(a, dtype=np.float64)) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            out = f(*args)
+            loss = tf.reduce_sum(out * tf.constant(cotangent, out.dtype))
+        grads = tape.gradient(loss, args)
+        return out.numpy(), [np.zeros(a.shape) if g is None else g.numpy() for a, g in zip(args, grads)]
+
+    def jit(self, f):
+        return self.tf.function(f, jit_compile=True)
+
+    def vmap(self, f):
+        return lambda x: self.tf.vectorized_map(f, x)
 
 
 def _available(module: str) -> bool:
@@ -147,6 +217,8 @@ def make_harnesses():
         harnesses.append(TorchHarness())
     if _available("jax"):
         harnesses.append(JaxHarness())
+    if _available("tensorflow"):
+        harnesses.append(TfHarness())
     return harnesses
 
 

@@ -18,7 +18,7 @@ from softops._backend import backend_of
 @pytest.mark.parametrize("name", REQUIRED_BACKENDS)
 def test_backends_installed(name):
     """Guard: every framework CI asked for imports, so none is skipped silently."""
-    module = {"numpy": "numpy", "torch": "torch", "jax": "jax"}[name]
+    module = {"numpy": "numpy", "torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}[name]
     importlib.import_module(module)
     assert name in [h.name for h in HARNESSES]
 
@@ -28,7 +28,7 @@ def test_numpy_call_imports_no_framework():
         "import sys, numpy as np, softops\n"
         "softops.soft_argmax(np.array([1.0, 3.0, 2.0]))\n"
         "softops.argmax_weights(np.array([1.0, 3.0]), method='gumbel', key=0)\n"
-        "print(sorted(m for m in ('torch', 'jax') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -106,3 +106,32 @@ def test_cond_takes_the_branch_of_its_predicate(backend):
         np.testing.assert_array_equal(got.numpy(), [[2.0, 4.0], [6.0, 8.0]])
         got = torch.func.vmap(lambda z: pick(z[0] > 5.0, z))(rows)
         np.testing.assert_array_equal(got.numpy(), [[0.0, 1.0], [2.0, 3.0]])
+
+
+@pytest.mark.parametrize("method", ["permutahedron", "lapsum", "network", "sinkhorn", "softsort"])
+def test_tensorflow_variables_graphs_and_xla(method):
+    """TensorFlow: a ``tf.Variable`` in gives a ``tf.Tensor`` out whose
+    gradient reaches the variable; the same values and gradients eagerly, in
+    ``tf.function`` (host kernels through ``tf.numpy_function``) and under XLA
+    (``jit_compile=True``: the array twins, no host call)."""
+    tf = pytest.importorskip("tensorflow")
+    x = np.array([[0.3, -1.2, 2.0, 0.5, 0.4], [1.0, 1.1, -3.0, 2.0, 0.0]])
+    cot = tf.constant(np.cos(np.arange(10.0)).reshape(2, 5))
+    v = tf.Variable(x)
+
+    def value_and_grad(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = softops.soft_rank(t, temperature=0.7, method=method)
+        return y, tape.gradient(y, t, output_gradients=cot)
+
+    with tf.GradientTape() as tape:
+        y = softops.soft_rank(v, temperature=0.7, method=method)
+    g = tape.gradient(y, v, output_gradients=cot)
+    assert isinstance(y, tf.Tensor) and not isinstance(y, tf.Variable) and y.dtype == tf.float64
+    want = softops.soft_rank(x, temperature=0.7, method=method)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-12)
+    for run in (tf.function(value_and_grad), tf.function(value_and_grad, jit_compile=True)):
+        yy, gg = run(tf.constant(x))
+        np.testing.assert_allclose(yy.numpy(), want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(gg.numpy(), g.numpy(), rtol=1e-9, atol=1e-12)

@@ -1,5 +1,6 @@
 """The examples run: quartiles.py (seed 001) has a non-zero gradient and lowers f; keras_argmax.py
-(seeds 002/003) stays finite where the seed's layer is NaN and trains."""
+(seeds 002/003) stays finite where the seed's layer is NaN and trains; tf_lookup.py (seed 000)
+learns an index and a write in TensorFlow."""
 
 from __future__ import annotations
 
@@ -47,3 +48,23 @@ def test_keras_argmax_example():
     assert not any(row[1] and row[2] for row in rows), rows
     assert np.mean(losses[-20:]) < 0.3 * np.mean(losses[:20])
     assert after > before + 0.3 and after > 0.8
+
+
+def test_tf_lookup_example():
+    """Seed 000 in TensorFlow: the seed's linear lookup has index gradient -1
+    at 1.5 where softops has the true +1; gradient descent through
+    softops.lookup finds the index where the table reads the target (the
+    seed's lookup walks away from it), and the index and value of a linear
+    and of a Gaussian write are learnt back from the written array."""
+    pytest.importorskip("tensorflow")
+    path = EXAMPLE.parent / "tf_lookup.py"
+    spec = importlib.util.spec_from_file_location("tf_lookup", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--steps", "200"], quiet=True)
+    assert out["seed_grad"] == -1.0 and out["soft_grad"] == 1.0
+    truth = out["truth"]
+    assert abs(out["soft_path"][-1] - truth) < 0.01 and abs(out["cubic_path"][-1] - truth) < 0.05
+    assert abs(out["seed_path"][-1] - truth) > abs(out["seed_path"][0] - truth) + 1.0
+    for index, value, losses in out["writes"].values():
+        assert abs(index - 5.3) < 1e-3 and abs(value - 7.0) < 1e-3 and losses[-1] < 1e-6 * losses[0]

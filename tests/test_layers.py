@@ -369,10 +369,10 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
 def test_keras_model_trains_saves_and_loads(backend, tmp_path):
     """A Keras model ``Dense -> SoftTopkMask`` (learnt temperature, a Sinkhorn
-    config option) trains with ``fit`` on Keras' JAX and PyTorch backends, and
+    config option) trains with ``fit`` on Keras' JAX, PyTorch and TensorFlow backends, and
     ``keras.saving`` round-trips it (options, config object and weights) --
     each backend in its own process (Keras reads ``KERAS_BACKEND`` once)."""
     for package in ("keras", backend):

@@ -213,7 +213,7 @@ def test_no_nan_on_hard_inputs(diff_backend, reg, op):
     for dtype in ("float16", "bfloat16", "float32"):
         x = diff_backend.asarray(cases[0] / 1e2, dtype)
         y = f(x)
-        assert str(y.dtype).endswith(dtype)
+        assert y.dtype == diff_backend.dtype(dtype)
         assert np.all(np.isfinite(diff_backend.to_numpy(y)))
 
 
@@ -260,20 +260,7 @@ def test_temperature_gradient(diff_backend, reg, op):
 
     bx = diff_backend.asarray(x)
     want = (value(0.7 + 1e-6, bx) - value(0.7 - 1e-6, bx)) / 2e-6
-    got = diff_backend.vjp(
-        lambda t: OPS[op](bx, temperature=t, method=METHODS[reg]) * xp.asarray(cot), np.array(0.7),
-        np.ones(()),
-    ) if False else None
-    if diff_backend.name == "torch":
-        import torch
-
-        t = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
-        out = OPS[op](bx, temperature=t, method=METHODS[reg])
-        (got,) = torch.autograd.grad(out, t, torch.as_tensor(cot))
-    else:
-        import jax
-
-        got = jax.grad(lambda t: xp.sum(OPS[op](bx, temperature=t, method=METHODS[reg]) * xp.asarray(cot)))(xp.asarray(0.7))
+    got = diff_backend.vjp(lambda t: OPS[op](bx, temperature=t, method=METHODS[reg]), np.array(0.7), cot)
     np.testing.assert_allclose(float(got), want, rtol=1e-6)
 
 

@@ -165,7 +165,7 @@ def test_hostile_inputs_stay_finite(diff_backend, case, dtype):
     ]
     for op in ops:
         out = op(b.asarray(x, dtype))
-        assert str(out.dtype).endswith(dtype)
+        assert out.dtype == diff_backend.dtype(dtype)
         g = b.vjp(op, x, np.ones(tuple(out.shape)), dtype)
         assert np.all(np.isfinite(b.to_numpy(out))) and np.all(np.isfinite(g))
     mask = b.to_numpy(softops.soft_topk_mask(b.asarray(x, dtype), 3.5, temperature=0.5))

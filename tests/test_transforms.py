@@ -2,7 +2,8 @@
 
 One table of operations (``CASES``: every public operation x method, each as a
 function of one float64 array, with its other arguments fixed) and one table
-of transforms per framework (``TORCH_TRANSFORMS``, ``JAX_TRANSFORMS``).  Each
+of transforms per framework (``TORCH_TRANSFORMS``, ``JAX_TRANSFORMS``,
+``TF_TRANSFORMS``).  Each
 (case, transform) pair is one test, so a new operation or method added to
 ``CASES`` cannot skip a transform.  The loss is non-linear,
 ``L(x) = sum(c * f(x)) + sum(f(x)^2) / 2``, so that second derivatives are
@@ -214,6 +215,7 @@ def close(got, want, what):
 
 TORCH = next((h for h in HARNESSES if h.name == "torch"), None)
 JAX = next((h for h in HARNESSES if h.name == "jax"), None)
+TF = next((h for h in HARNESSES if h.name == "tensorflow"), None)
 
 
 def _torch_transforms():
@@ -273,15 +275,20 @@ def _torch_transforms():
     return {name: fn for name, fn in locals().items() if callable(fn) and name not in ("loss", "fwAD", "func")}
 
 
+def _loss(f, c, total):
+    """The test loss ``L(x) = total(c * f(x)) + total(f(x)^2) / 2`` (``total``: the framework's sum)."""
+    def L(x):
+        y = f(x)
+        return total(c * y) + 0.5 * total(y * y)
+    return L
+
+
 def _jax_transforms():
     import jax
     import jax.numpy as jnp
 
     def loss(f, c):
-        def L(x):
-            y = f(x)
-            return jnp.sum(c * y) + 0.5 * jnp.sum(y * y)
-        return L
+        return _loss(f, c, jnp.sum)
 
     def grad(f, x, v, c):
         return "grad", jax.grad(loss(f, c))(x)
@@ -319,42 +326,134 @@ def _jax_transforms():
 
     transforms = {name: fn for name, fn in locals().items() if callable(fn) and name not in ("loss", "jax", "jnp")}
     # Eager JAX compiles every primitive separately: all but the eager grad and
-    # jvp run under one jax.jit each (one compilation per test).
+    # jvp run under jax.jit -- all of a case's at once, in one program
+    # (``_jax_jitted``): one compilation per case, not one per transform.
     eager = ("grad", "jvp")
 
-    return {name: (fn if name in eager else _jitted(fn)) for name, fn in transforms.items()}
+    return {name: (fn if name in eager else _jitted(name, fn)) for name, fn in transforms.items()}
 
 
-def _jitted(fn):
-    """``fn`` under one ``jax.jit``, with the kind of its result known without running it."""
-    kind = {"jit_grad": "grad", "vjp": "vjp", "linearize": "jvp", "jacfwd": "jac", "jacrev": "jac",
-            "hessian": "hvp", "vmap_grad": "grad", "fwd_over_rev": "hvp", "rev_over_rev": "hvp"}[fn.__name__]
+_KINDS = {"jit_grad": "grad", "vjp": "vjp", "linearize": "jvp", "jacfwd": "jac", "jacrev": "jac",
+          "hessian": "hvp", "vmap_grad": "grad", "fwd_over_rev": "hvp", "rev_over_rev": "hvp"}
+_JITTED = {}
 
-    def run(f, x, v, c):
-        import jax
 
-        return kind, jax.jit(lambda x, v, c: fn(f, x, v, c)[1])(x, v, c)
+def _jitted(name, fn):
+    """The transform ``name`` read from its case's one compiled program of
+    every jitted transform (``_jax_jitted``), with the kind of its result."""
+    _JITTED[name] = fn
+
+    def run(f, x, v, c, case=None):
+        if case is None:  # not through the test table: compile this one alone
+            import jax
+
+            return _KINDS[name], jax.jit(lambda x, v, c: fn(f, x, v, c)[1])(x, v, c)
+        return _KINDS[name], _jax_jitted(case)[name]
 
     return run
 
 
+@functools.lru_cache(maxsize=None)
+def _jax_jitted(case):
+    """Every jitted JAX transform of ``case`` from one ``jax.jit`` program
+    (where that fails, each in its own, a failing one returned as its
+    exception for its own test to raise)."""
+    import jax
+
+    make, _ = CASES[case]
+    x, v, c, _, _ = reference(case)
+    f = make(JAX)
+    args = (JAX.asarray(x), JAX.asarray(v), JAX.asarray(c))
+    try:
+        return jax.jit(lambda x, v, c: {name: fn(f, x, v, c)[1] for name, fn in _JITTED.items()})(*args)
+    except Exception:  # noqa: BLE001 - then each alone, so that a failure is its transform's own
+        results = {}
+        for name, fn in _JITTED.items():
+            try:
+                results[name] = jax.jit(lambda x, v, c, fn=fn: fn(f, x, v, c)[1])(*args)
+            except Exception as e:  # noqa: BLE001 - re-raised in the transform's own test
+                results[name] = e
+    return results
+
+
+def _tf_transforms():
+    import tensorflow as tf
+
+    def loss(f, c):
+        return _loss(f, c, tf.reduce_sum)
+
+    def gradient(L, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = L(x)
+        return tape.gradient(value, x)
+
+    def tape_grad(f, x, v, c):
+        return "grad", gradient(loss(f, c), x)
+
+    def tape_vjp(f, x, v, c):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = f(x)
+        return "vjp", tape.gradient(y, x, output_gradients=c)
+
+    def nested_tape_hvp(f, x, v, c):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            g = gradient(loss(f, c), x)
+            gv = tf.reduce_sum(g * v)
+        return "hvp", outer.gradient(gv, x)
+
+    def forward_accumulator(f, x, v, c):
+        with tf.autodiff.ForwardAccumulator(x, v) as acc:
+            y = f(x)
+        return "jvp", acc.jvp(y)
+
+    def fwd_over_rev(f, x, v, c):
+        with tf.autodiff.ForwardAccumulator(x, v) as acc:
+            g = gradient(loss(f, c), x)
+        return "hvp", acc.jvp(g)
+
+    def tape_jacobian(f, x, v, c):  # pfor over the output entries
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = f(x)
+        return "jac", tape.jacobian(y, x)
+
+    def function_grad(f, x, v, c):
+        return "grad", tf.function(lambda t: gradient(loss(f, c), t))(x)
+
+    def xla_grad(f, x, v, c):
+        return "grad", tf.function(lambda t: gradient(loss(f, c), t), jit_compile=True)(x)
+
+    def vectorized_map_grad(f, x, v, c):
+        return "grad", tf.vectorized_map(lambda t: gradient(loss(f, c), t), tf.stack([x, x]))[1]
+
+    return {name: fn for name, fn in locals().items() if callable(fn) and name not in ("loss", "gradient")}
+
+
 TORCH_TRANSFORMS = _torch_transforms() if TORCH else {}
 JAX_TRANSFORMS = _jax_transforms() if JAX else {}
+TF_TRANSFORMS = _tf_transforms() if TF else {}
 
 
-def _first_order_grad(h, f):
+def _first_order_grad(h, f, name):
     """The framework's plain reverse-mode gradient of the loss, ``(x, c) -> grad``
-    (for central differences of HVPs; JAX's is compiled once for both points)."""
+    (for central differences of HVPs; JAX's is compiled once per case)."""
     if h.name == "torch":
         return lambda x, c: TORCH_TRANSFORMS["backward"](f, x, None, c)[1]
+    if h.name == "tensorflow":
+        return lambda x, c: TF_TRANSFORMS["tape_grad"](f, x, None, c)[1]
+    return _jax_first_order_grad(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_first_order_grad(name):
     import jax
     import jax.numpy as jnp
 
-    def L(x, c):
-        y = f(x)
-        return jnp.sum(c * y) + 0.5 * jnp.sum(y * y)
-
-    return jax.jit(jax.grad(L))
+    f = CASES[name][0](JAX)
+    return jax.jit(jax.grad(lambda x, c: _loss(f, c, jnp.sum)(x)))
 
 
 def _expected(h, kind, f, name):
@@ -369,7 +468,7 @@ def _expected(h, kind, f, name):
         return jac
     # hvp: central differences of the framework's own gradient along v
     h_step = 1e-5
-    grad = _first_order_grad(h, f)
+    grad = _first_order_grad(h, f, name)
     gp = h.to_numpy(grad(h.asarray(x + h_step * v), h.asarray(c)))
     gm = h.to_numpy(grad(h.asarray(x - h_step * v), h.asarray(c)))
     return (gp - gm) / (2 * h_step)
@@ -379,7 +478,12 @@ def _run(h, transforms, name, transform):
     make, _ = CASES[name]
     x, v, c, y, _ = reference(name)
     f = make(h)
-    kind, got = transforms[transform](f, h.asarray(x), h.asarray(v), h.asarray(c))
+    if h is JAX and transform in _JITTED:
+        kind, got = transforms[transform](f, None, None, None, case=name)
+        if isinstance(got, Exception):
+            raise got
+    else:
+        kind, got = transforms[transform](f, h.asarray(x), h.asarray(v), h.asarray(c))
     close(h.to_numpy(got), _expected(h, kind, f, name), f"{name} under {h.name} {transform}")
 
 
@@ -397,20 +501,51 @@ JAX_CASES = [name for name in CASES
              if not name.endswith("-sinkhorn") or name[: -len("-sinkhorn")] in _SINKHORN_JAX]
 
 
+# Under a compiler (torch.compile, jax.jit, tf.function) each (operation, sort
+# method) compiles once: a sort method's variants (descending, temperature
+# arrays, masks, a list of q, a differentiable k) run every eager and
+# functional transform (PyTorch's eleven, JAX's grad and jvp, TensorFlow's
+# tapes and accumulators), and each compilation costs seconds.
+_VARIANTS = ("-desc-", "-temperature-", "-mask-", "-list-q-", "-k-")
+COMPILE_CASES = [name for name in CASES
+                 if not (any(name.endswith("-" + m) for m in SORT_METHODS) and any(v in name for v in _VARIANTS))]
+
+
+def _jax_cases(transform):
+    return [name for name in JAX_CASES if transform not in _JITTED or name in COMPILE_CASES]
+
+
 @pytest.mark.skipif(JAX is None, reason="jax is not installed")
-@pytest.mark.parametrize("transform", list(JAX_TRANSFORMS))
-@pytest.mark.parametrize("name", JAX_CASES)
+@pytest.mark.parametrize("name,transform", [(n, t) for t in JAX_TRANSFORMS for n in _jax_cases(t)])
 def test_jax_transform(name, transform):
     _run(JAX, JAX_TRANSFORMS, name, transform)
 
 
-# Under torch.compile each (operation, sort method) compiles once: a sort
-# method's variants (descending, temperature arrays, masks, a list of q, a
-# differentiable k) run every eager and functional transform above, and each
-# compilation costs seconds.
-_VARIANTS = ("-desc-", "-temperature-", "-mask-", "-list-q-", "-k-")
-COMPILE_CASES = [name for name in CASES
-                 if not (any(name.endswith("-" + m) for m in SORT_METHODS) and any(v in name for v in _VARIANTS))]
+# TensorFlow: the eager transforms for every case; the graph ones (tf.function,
+# XLA, vectorized_map and the tape's jacobian, both through pfor: a trace, and
+# for XLA a compilation, per test) for each operation and method without its
+# variants (as torch.compile below).
+_TF_GRAPH = ("function_grad", "xla_grad", "vectorized_map_grad", "tape_jacobian")
+
+
+# soft_topk, soft_quantile and soft_median are soft_sort's rows read off, and
+# soft_sort_by's keys reach the matrix as soft_permutation's do: the graph
+# transforms run their base operations.
+_TF_GRAPH_SKIP = ("soft_topk-", "soft_quantile-", "soft_median-", "soft_sort_by-keys-")
+
+
+def _tf_cases(transform):
+    if transform in _TF_GRAPH:
+        return [name for name in JAX_CASES if name in COMPILE_CASES and not name.startswith(_TF_GRAPH_SKIP)]
+    if transform == "fwd_over_rev":  # a second order per case: the variants' is nested_tape_hvp's
+        return [name for name in JAX_CASES if name in COMPILE_CASES]
+    return JAX_CASES
+
+
+@pytest.mark.skipif(TF is None, reason="tensorflow is not installed")
+@pytest.mark.parametrize("name,transform", [(n, t) for t in TF_TRANSFORMS for n in _tf_cases(t)])
+def test_tf_transform(name, transform):
+    _run(TF, TF_TRANSFORMS, name, transform)
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ def prepare(x, axis, temperature, *, name: str = "x", relative=None) -> Prepared
     family's temperature for the prepared rows ``p`` (without it, Relative is
     refused)."""
     backend = check_float_array(x, name)
+    x = backend.canonical(x)
     xp = backend.xp
     temperature = check_temperature(temperature, backend, relative=relative is not None)
     tau = None

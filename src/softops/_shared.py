@@ -107,3 +107,34 @@ def mask_rows(p, mask):
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to x's shape {p.layout.shape}") from e
     return flatten_axes(xp, mask, p.layout.axes)[0]
+
+
+def per_shard(*split):
+    """Decorate an operation along ``axis`` whose array arguments ``split``
+    (the first one the operand, the others broadcasting against it: a mask,
+    values, a temperature array) go row for row with it, so that, for a JAX
+    operand whose batch axes carry an explicit sharding (a mesh of
+    ``jax.sharding.AxisType.Explicit`` axes, ``jax.make_mesh``'s default), it
+    runs on each device's rows under ``jax.shard_map``
+    (``softops._backend._jax.sharded_call``): the host kernels' callbacks then
+    stay on their shard instead of gathering the batch on one device.  Any
+    other call is the operation's own."""
+    import functools
+    import inspect
+    import sys
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            jax = sys.modules.get("jax")
+            if jax is not None and isinstance(args[0] if args else kwargs.get(split[0]), jax.Array):
+                from softops._backend._jax import sharded_call
+
+                return sharded_call(fn, signature, split, args, kwargs)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -21,7 +21,7 @@ def check_float_array(x, name: str = "x") -> Backend:
         backend = backend_of(x)
     except TypeError:
         raise TypeError(
-            f"{name} must be a PyTorch tensor, a JAX array or a NumPy array, "
+            f"{name} must be a PyTorch tensor, a JAX array, a TensorFlow tensor or a NumPy array, "
             f"got {type(x).__name__}"
         ) from None
     try:
@@ -41,7 +41,8 @@ def check_float_array(x, name: str = "x") -> Backend:
 
 
 def _to_float(backend, name):
-    return {"torch": f"{name}.float()", "jax": f"{name}.astype(jax.numpy.float32)"}.get(
+    return {"torch": f"{name}.float()", "jax": f"{name}.astype(jax.numpy.float32)",
+            "tensorflow": f"tf.cast({name}, tf.float32)"}.get(
         backend.name, f"{name}.astype(float)")
 
 
@@ -62,6 +63,11 @@ def concrete_values(value):
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(value, jax.core.Tracer):
         return None
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(value, (tf.Tensor, tf.Variable)):
+        if not tf.executing_eagerly() or "GPU" in (value.device or "").upper():
+            return None
+        return np.asarray(value.numpy(), dtype=np.float64)
     return np.asarray(value, dtype=np.float64)
 
 

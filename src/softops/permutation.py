@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from softops._shared import as_float_array, straight_through
+from softops._shared import as_float_array, per_shard, straight_through
 from softops._validate import check_flag
 from softops.sort import SORT_METHODS, last_value, prepare_sorting, present_count, resolve_method
 
@@ -67,6 +67,7 @@ def _matrix(x, axis, descending, temperature, method, hard, mask, name):
     return p, perm
 
 
+@per_shard("x", "mask", "temperature")
 def soft_permutation(
     x, axis=-1, *, descending=False, temperature=1.0, method="network", hard=False, k=None, mask=None
 ):
@@ -111,6 +112,7 @@ def soft_permutation(
     return p.output(perm)
 
 
+@per_shard("keys", "values", "mask", "temperature")
 def soft_sort_by(
     keys, values, axis=-1, *, descending=False, temperature=1.0, method="network", hard=False, mask=None
 ):

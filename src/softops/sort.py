@@ -50,7 +50,7 @@ from softops.methods.neuralsort import NeuralSort
 from softops.methods.permutahedron import Permutahedron
 from softops.methods.sinkhorn import Sinkhorn
 from softops.methods.softsort import SoftSort
-from softops._shared import as_float_array, mask_rows, straight_through
+from softops._shared import as_float_array, mask_rows, per_shard, straight_through
 from softops.temperature import Relative
 
 __all__ = ["LapSum", "NeuralSort", "Permutahedron", "Sinkhorn", "SoftSort", "SortingNetwork", "soft_rank", "soft_sort"]
@@ -160,6 +160,7 @@ def _exact_ranks(xp, x, descending):
     return xp.astype(xp.argsort(order, axis=-1, stable=True), x.dtype) + 1.0
 
 
+@per_shard("x", "mask", "temperature")
 def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False, mask=None):
     r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending``).
 
@@ -208,6 +209,7 @@ def soft_sort(x, axis=-1, *, descending=False, temperature=1.0, method="permutah
     return p.output(p.layout.restore(p.xp, out))
 
 
+@per_shard("x", "mask", "temperature")
 def soft_rank(x, axis=-1, *, descending=False, temperature=1.0, method="permutahedron", hard=False, mask=None):
     r"""Differentiable ranks 1..n of ``x`` along ``axis`` (rank 1 = smallest, or
     the largest if ``descending``).

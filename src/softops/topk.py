@@ -39,7 +39,7 @@ from softops._validate import (
 )
 from softops.index import lookup, lookup_along_axis
 from softops.methods.permutahedron import project_rows
-from softops._shared import as_float_array, straight_through
+from softops._shared import as_float_array, per_shard, straight_through
 from softops.sort import _exact_sort, _rows, clear_slots, last_value, prepare_sorting, present_count, resolve_method
 
 __all__ = ["soft_median", "soft_quantile", "soft_topk", "soft_topk_mask"]
@@ -98,6 +98,7 @@ def _k_slot(xp, layout, rows):
     return move_axis(xp, y, -1, position)
 
 
+@per_shard("x", "mask", "temperature")
 def soft_topk(
     x, k, axis=-1, *, largest=True, temperature=1.0, method="permutahedron", hard=False, mask=None
 ):
@@ -150,6 +151,7 @@ def _capped_simplex_weights(backend, k, like):
     return xp.broadcast_to(w, like.shape)
 
 
+@per_shard("x", "mask", "temperature")
 def soft_topk_mask(
     x, k, axis=-1, *, largest=True, temperature=1.0, method="permutahedron", hard=False, mask=None
 ):
@@ -253,6 +255,7 @@ def _check_q(q, backend, dtype, device):
     return q
 
 
+@per_shard("x", "mask", "temperature")
 def soft_quantile(
     x, q, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False, mask=None
 ):
@@ -331,6 +334,7 @@ def _read_quantiles(backend, rows, q, m):
     return out
 
 
+@per_shard("x", "mask", "temperature")
 def soft_median(x, axis=-1, *, temperature=1.0, method="permutahedron", hard=False, keepdims=False, mask=None):
     r"""Differentiable median: ``soft_quantile(x, 0.5, ...)``.
 

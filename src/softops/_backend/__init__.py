@@ -91,6 +91,11 @@ class Backend(abc.ABC):
     def stop_gradient(self, x):
         ...
 
+    def canonical(self, x):
+        """The caller's array as the framework's plain array type (TensorFlow:
+        a ``tf.Variable`` read as a tensor, whose gradient reaches the variable)."""
+        return x
+
     def device(self, x):
         """What to pass as ``device=`` to make an array next to ``x``."""
         return x.device
@@ -249,6 +254,10 @@ def backend_of(x) -> Backend:
         from softops._backend._numpy import NUMPY
 
         return NUMPY
+    if _is_instance_of_loaded(x, "tensorflow", "Tensor") or _is_instance_of_loaded(x, "tensorflow", "Variable"):
+        from softops._backend._tf import TF
+
+        return TF
     raise TypeError(
-        f"x must be a PyTorch tensor, a JAX array or a NumPy array, got {type(x).__name__}"
+        f"x must be a PyTorch tensor, a JAX array, a TensorFlow tensor or a NumPy array, got {type(x).__name__}"
     )

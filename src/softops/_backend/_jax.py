@@ -307,3 +307,107 @@ class JaxBackend(Backend):
 
 
 JAX = JaxBackend()
+
+
+# --- explicitly sharded batches: the operation per shard ---------------------------
+# ``jax.pure_callback`` outside ``shard_map`` runs on one device: under ``jax.jit`` a
+# batch-sharded array would be gathered there for the host kernels.  Every
+# operation works row by row, so where the caller's array carries an explicit
+# sharding on its batch axes the whole operation runs under ``jax.shard_map`` on
+# each device's rows, and its result is sharded as the input (``per_shard`` in
+# ``softops._shared``).  With ``Auto`` mesh axes the sharding is not visible while
+# tracing; the README's "Distributed" section says what to do there.
+
+
+def _explicit_sharding(a):
+    """``(mesh, spec)`` of a JAX array with an explicit sharding over a mesh of
+    more than one device, else None."""
+    try:
+        sharding = jax.typeof(a).sharding
+        mesh = sharding.mesh
+    except (AttributeError, TypeError):
+        return None
+    if mesh.empty or mesh.size == 1 or jax.sharding.AxisType.Explicit not in mesh.axis_types:
+        return None
+    spec = tuple(sharding.spec)
+    return mesh, spec + (None,) * (a.ndim - len(spec))
+
+
+def _parts(mesh, entry):
+    names = () if entry is None else entry if isinstance(entry, tuple) else (entry,)
+    return functools.reduce(lambda p, name: p * mesh.shape[name], names, 1)
+
+
+def sharded_call(fn, signature, split, args, kwargs):
+    """``fn(*args, **kwargs)``, per shard of the batch where the argument
+    ``split[0]`` is a JAX array explicitly sharded along axes other than
+    ``axis`` (the comment above).  The other arguments named in ``split``
+    (NumPy arrays become JAX ones) are split as they broadcast against it: a
+    ``temperature`` of fewer dimensions against its batch axes, the others
+    against the whole operand, a size-1 axis replicated; every other argument
+    goes whole to every shard.  Each output axis that shrinks when one
+    sharded batch axis does takes that axis's mesh axes (``jax.eval_shape``).
+    Sharded operation axes are gathered first: the operation needs whole rows."""
+    bound = signature.bind(*args, **kwargs)
+    main = bound.arguments.get(split[0])
+    found = _explicit_sharding(main) if isinstance(main, jax.Array) else None
+    if found is None:
+        return fn(*args, **kwargs)
+    import numpy as np
+
+    from softops._validate import normalize_axes
+
+    mesh, spec = found
+    try:
+        axes = normalize_axes(bound.arguments.get("axis", signature.parameters["axis"].default), main.ndim)
+    except (TypeError, ValueError):
+        return fn(*args, **kwargs)  # the operation's own error
+    batch = tuple(None if d in axes else s for d, s in enumerate(spec))
+    sharded = [d for d, s in enumerate(batch) if s is not None]
+    if not sharded or any(main.shape[d] % _parts(mesh, batch[d]) for d in sharded):
+        return fn(*args, **kwargs)
+    names = [name for name in split if isinstance(bound.arguments.get(name), (jax.Array, np.ndarray))]
+    arrays = [jnp.asarray(bound.arguments[name]) for name in names]
+    kept = [d for d in range(main.ndim) if d not in axes]
+
+    def dims(a, name):
+        """The batch axis of ``main`` that each axis of ``a`` splits with (or None)."""
+        if a.ndim == main.ndim:
+            ref = list(range(main.ndim))
+        elif name == "temperature" and a.ndim <= len(kept):
+            ref = kept[len(kept) - a.ndim:]
+        elif a.ndim < main.ndim:
+            ref = list(range(main.ndim - a.ndim, main.ndim))
+        else:
+            return None
+        return tuple(d if d in sharded and a.shape[j] == main.shape[d] else None for j, d in enumerate(ref))
+
+    in_dims = [dims(a, name) for a, name in zip(arrays, names)]
+    if any(ds is None for ds in in_dims):
+        return fn(*args, **kwargs)  # the operation's own error
+
+    def call(*values):
+        bound.arguments.update(zip(names, values))
+        return fn(*bound.args, **bound.kwargs)
+
+    def shapes(split_dims):
+        return [jax.ShapeDtypeStruct(tuple(n // _parts(mesh, batch[d]) if d in split_dims else n
+                                           for n, d in zip(a.shape, ds)), a.dtype)
+                for a, ds in zip(arrays, in_dims)]
+
+    whole = jax.eval_shape(call, *shapes(()))
+    each = [jax.eval_shape(call, *shapes((d,))) for d in sharded]
+    P = jax.sharding.PartitionSpec
+
+    def out_spec(out_whole, *out_each):
+        entries = [None] * len(out_whole.shape)
+        for d, out in zip(sharded, out_each):
+            for i, (n, m) in enumerate(zip(out_whole.shape, out.shape)):
+                if n != m:
+                    entries[i] = batch[d]
+        return P(*entries)
+
+    out_specs = jax.tree.map(out_spec, whole, *each)
+    in_specs = tuple(P(*(None if d is None else batch[d] for d in ds)) for ds in in_dims)
+    arrays = [jax.sharding.reshard(a, s) for a, s in zip(arrays, in_specs)]
+    return jax.shard_map(call, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*arrays)

@@ -1,9 +1,8 @@
 """softops' operations as Keras 3 layers (see ``softops.layers``).
 
-They run under the Keras backends whose arrays softops takes: ``jax`` and
-``torch`` (set ``KERAS_BACKEND`` before importing Keras); the ``tensorflow``
-backend needs softops' TensorFlow backend (not there yet: the call raises
-softops' ``TypeError`` for a ``tf.Tensor``).  Every layer is registered for
+They run under all three Keras backends, ``tensorflow``, ``jax`` and
+``torch`` (set ``KERAS_BACKEND`` before importing Keras): each hands softops
+its own arrays, and softops answers in them.  Every layer is registered for
 ``keras.saving`` (package ``softops``); ``get_config`` holds the options
 (softops' config objects as ``{"softops": name, "config": fields}``), a learnt
 temperature travels with the weights.  The sorting family's ``mask``

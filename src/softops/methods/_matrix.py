@@ -250,7 +250,7 @@ def scaled_softmax(backend: Backend, u, temperature, present, scale, top=None, n
     else:
         z = (u + top) * -ratio if negate else (u - top) * ratio
     if not premasked:
-        z = z + xp.where(keep, 0.0, -xp.inf) if known else xp.where(keep, z, -xp.inf)
+        z = z + xp.astype(xp.where(keep, 0.0, -xp.inf), z.dtype) if known else xp.where(keep, z, -xp.inf)
     return backend.softmax(z)
 
 

@@ -215,7 +215,8 @@ class _Knots:
         ``F(y_j) <= target`` (an int array shaped like ``target``)."""
         xp, n = self.xp, self.n
         seg = self.segments()
-        yl, yr, la, lb, lc = xp.take_along_axis(seg, xp.broadcast_to(m[None], (5, *m.shape)), axis=-1)
+        picked = xp.take_along_axis(seg, xp.broadcast_to(m[None], (5, *m.shape)), axis=-1)
+        yl, yr, la, lb, lc = (picked[i, ...] for i in range(5))  # no iteration over an array (graphs)
         edge = (m == 0) | (m == n)
         delta = target - xp.astype(m, target.dtype)
         big = edge | (delta * delta > xp.exp(lc))
@@ -258,7 +259,7 @@ def _sort_gaps(backend: Backend, knots: _Knots):
     pos = xp.searchsorted(
         xp.reshape(keys + rows * (n + 1), (-1,)), xp.reshape(queries + rows * (n + 1), (-1,)), side="right"
     )
-    m = xp.reshape(pos, (-1, n)) - rows * n
+    m = xp.astype(xp.reshape(pos, (-1, n)), idx) - rows * n
     return xp.reshape(m, knots.ranks.shape)
 
 

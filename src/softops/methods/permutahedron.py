@@ -207,8 +207,12 @@ def _reciprocal_bwd(xp, arrays, c, residuals, g):
 
 
 def _reciprocal_smooth(xp, arrays, c, residuals):
+    # 1 / T as c * (1 / (T c)) with c = 1 / T held constant: the same function,
+    # whose chain rule multiplies a cotangent by c before the second c (as
+    # _reciprocal_bwd does), so a zero cotangent stays 0 at tiny T rather than
+    # 0 * (1 / T^2 = inf) = nan (torch.func.grad, JAX forward mode).
     (t,) = arrays
-    return 1.0 / t
+    return c * (1.0 / (t * c))
 
 
 def _scale(backend: Backend, x, temperature):
@@ -247,8 +251,7 @@ def _floored_temperature(backend: Backend, temperature, bound, like):
     else:
         floor = backend.stop_gradient(bound / big)[..., None]
         if isinstance(temperature, float):
-            return xp.where(floor > temperature, floor, xp.full(floor.shape, temperature, dtype=like.dtype,
-                                                                device=backend.device(like)))
+            return xp.clip(floor, min=temperature)  # max(floor, T), sharded as floor
     if temperature.ndim == 0:
         temperature = xp.reshape(temperature, (1,) * like.ndim)
     return xp.where(floor > temperature, floor, temperature)

@@ -118,7 +118,8 @@ class Sinkhorn(MatrixMethod):
     def _tolerance(self, dtype) -> float:
         if self.tolerance is not None:
             return float(self.tolerance)
-        name = str(dtype).rsplit(".", 1)[-1]
+        # NumPy, JAX and TensorFlow dtypes have a .name; torch's print as "torch.float64".
+        name = getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
         return _TOLERANCE.get(name, _TOLERANCE["float32"])
 
     def present_matrix(self, backend: Backend, x, temperature, present):

@@ -54,11 +54,10 @@ class SoftSort(MatrixMethod):
         # every row has an entry at distance 0 (the softmax's maximum is 0).
         first = xp.where(n_present > 0, ordered[..., :1], 0.0)
         ordered = xp.where(slot < n_present, ordered, first)  # (*batch, n)
-        # Absent columns at distance +inf (weight 0), but in a row with no
-        # present entry (never read), which keeps its columns finite.
-        anything = xp.any(present, axis=-1, keepdims=True)
-        columns = xp.where(present | ~anything, v, xp.inf)
-        d = xp.abs(ordered[..., :, None] - columns[..., None, :])
+        # Absent columns get weight 0 from scaled_softmax's -inf bias (their
+        # distances stay finite: an infinite one times a zero tangent is NaN
+        # in forward modes that form every product, as TensorFlow's).
+        d = xp.abs(ordered[..., :, None] - v[..., None, :])
         if self.power == 2:
             d, scale = d * d, scale * scale
-        return scaled_softmax(backend, d, temperature, None, scale, top=0.0, negate=True)
+        return scaled_softmax(backend, d, temperature, present[..., None, :], scale, top=0.0, negate=True)
