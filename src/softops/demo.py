@@ -1,4 +1,7 @@
-"""``python -m softops demo``: a short printed tour, with values and gradients, on PyTorch."""
+"""``python -m softops demo``: seed 001 end to end (the quartile selection
+that autodiff differentiates to zero, learnt through every relaxation), the
+seeds' own numbers against softops', a printed tour of the operations with
+values and gradients, and two plots, on PyTorch."""
 
 from __future__ import annotations
 
@@ -128,7 +131,149 @@ def tour_sort(torch, softops):
           f"{_item(torch.quantile(x.detach(), 0.5)):.4f}")
 
 
-def run_demo() -> int:
+TAU = 3.0  # the seed-001 temperature, Relative(TAU): TAU typical gaps of C
+
+
+def tour_seed001(torch, softops, sizes, steps):
+    """Seed 001 at each N in ``sizes``: the hard objective's gradient, then
+    each relaxation x method's hard objective from start to end."""
+    from softops import _seed001
+
+    results = []
+    for N, n_steps in zip(sizes, steps):
+        A, B, theta = _seed001.make_problem(N)
+        k = _seed001.quartile_size(N)
+        _section(f"Seed 001 at N = {N}, M = 20: quartiles of C = B @ theta (k = {k}), "
+                 f"f = mean(A_low) - mean(A_high)")
+        A_t, B_t, theta_t = (torch.as_tensor(a) for a in (A, B, theta))
+        grad = _seed001.hard_gradient(torch, A_t, B_t, theta_t, k)
+        start = _seed001.hard_objective(A, B @ (theta / (theta ** 2).sum() ** 0.5), k)
+        what = "no gradient at all (f.requires_grad is False)" if grad is None else f"gradient max |g| = {grad.abs().max():.1e}"
+        print(f"hard selection (torch.topk indices): {what}; JAX, TensorFlow and autograd give 0 (the seed).")
+        print(f"  -> gradient descent never moves theta: hard f stays {start:+.4f}")
+        print(f"relaxations, Adam (lr 0.05) for {n_steps} steps, temperature Relative({TAU:g}); "
+              "the column is the *hard* f at theta:")
+        print(f"  {'select':<10} {'method':<17} {'start':>8} {'end':>8} {'best':>8} {'time':>7}")
+
+        too_big = set()
+
+        def report(row):
+            if "skipped" in row and row["skipped"].startswith("past N"):
+                too_big.add(row["method"])
+            elif "skipped" in row:
+                print(f"  {row['select']:<10} {row['method']:<17} skipped: {row['skipped']}")
+            else:
+                print(f"  {row['select']:<10} {row['method']:<17} {row['curve'][0]:+8.4f} {row['final']:+8.4f} "
+                      f"{row['best']:+8.4f} {row['seconds']:6.2f}s", flush=True)
+
+        result = _seed001.run(torch, softops, N, n_steps, tau=TAU, report=report)
+        if too_big:
+            print(f"  skipped at N = {N}: {', '.join(sorted(too_big))} (they build an n x n permutation matrix; "
+                  f"the network's took seconds a step: up to N = {_seed001.MATRIX_LIMIT})")
+        print(f"yardstick: the best hard f over {2000 if N <= 1000 else 200} random directions of theta: "
+              f"{result['random_search']:+.4f}")
+        results.append(result)
+    return results
+
+
+def tour_seeds(torch, softops):
+    """The seeds' published numbers next to softops' (seeds 000, 002/003)."""
+    _section("The seeds' numbers against softops'")
+    arr = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    index = torch.tensor(1.5, requires_grad=True)
+    value = softops.lookup(arr, index)
+    (d_index,) = torch.autograd.grad(value, index)
+    print(f"seed 000, lookup([1..5], 1.5): value 2.5, d/d index -1 (the seed's) | softops: "
+          f"{_item(value):.1f}, {_item(d_index):+.1f}")
+    # Seed 003's DifferentiableArgmax, its math re-implemented: p = exp(x), six rounds of
+    # p <- p^10 / sum(p^10), then the token sum_i 2 (clip(sum_{j > i} p_j, 0.5, 1) - 0.5); float32.
+    def seed_layer(x):
+        p = torch.exp(x)
+        for _ in range(6):
+            a = p ** 10
+            p = a / a.sum(-1, keepdim=True)
+        after = p.flip(-1).cumsum(-1).flip(-1) - p
+        return (2 * (after.clamp(0.5, 1.0) - 0.5)).sum(-1)
+
+    print("seed 003's argmax layer on its own test rows (float32), published value | re-implemented | "
+          "softops soft_argmax (T = 1e-3; gradient at T = 1):")
+    for row, published in (([-11.0, -11.0, -10.0, -11.0], "2"), ([-11.0, -12.0, -12.0, -12.0], "nan"),
+                           ([7.0, 7.0, 7.0, 8.0], "3"), ([8.0, 8.0, 8.0, 9.0], "nan")):
+        x = torch.tensor(row, requires_grad=True)
+        seed = seed_layer(x)
+        (g_seed,) = torch.autograd.grad(seed, x)
+        ours = softops.soft_argmax(x, temperature=1e-3)
+        (g_ours,) = torch.autograd.grad(softops.soft_argmax(x), x)
+        print(f"  {_fmt(x, 0):<22} published {published:>3} | {_item(seed):.4f}, gradient finite "
+              f"{bool(torch.isfinite(g_seed).all())!s:5} | {_item(ours):.4f}, gradient finite "
+              f"{bool(torch.isfinite(g_ours).all())}")
+
+
+def write_plots(torch, softops, results, out):
+    """Two PNGs under ``out``: the seed-001 hard objective along the
+    optimisation, and every relaxation against its temperature.  Returns
+    their paths, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\nplots: matplotlib is not installed (pip install 'softops[docs]')")
+        return None
+    import os
+
+    os.makedirs(out, exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results) + 3.0, 4.8), squeeze=False)
+    styles = {"topk_mask": "-", "quantile": "--", "sort_by": ":"}
+    for ax, result in zip(axes[0], results):
+        for row in result["rows"]:
+            if "curve" in row:
+                ax.plot(row["curve"], styles[row["select"]], label=f"{row['select']} / {row['method']}", lw=1.2)
+        ax.axhline(result["start"], color="k", lw=2, label="hard selection (zero gradient)")
+        ax.axhline(result["random_search"], color="grey", ls="-.", lw=1, label="best of random directions")
+        ax.set_title(f"seed 001, N = {result['N']}, k = {result['k']}")
+        ax.set_xlabel("Adam step")
+        ax.set_ylabel("hard f = mean(A_low) - mean(A_high)")
+    axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1.0), loc="upper left")
+    fig.tight_layout()
+    paths.append(os.path.join(out, "seed001_objective.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    from softops._seed001 import method_configs
+
+    x = torch.tensor([0.3, -1.2, 2.0, 0.31, 1.1], dtype=torch.float64)
+    temperatures = torch.logspace(-3, 2, 60, dtype=torch.float64).tolist()
+    panels = [(f"soft_rank, {label}", lambda t, m=method: softops.soft_rank(x, temperature=t, method=m))
+              for label, method in method_configs()]
+    panels += [(f"soft_argmax weights, {m}", lambda t, m=m: softops.argmax_weights(x, temperature=t, method=m))
+               for m in ("softmax", "sparsemax", "entmax15")]
+    cols = 4
+    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(16, 3.2 * ((len(panels) + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, (title, f) in zip(axes.flat, panels):
+        values = torch.stack([f(t) for t in temperatures]).numpy()
+        for j in range(values.shape[1]):
+            ax.semilogx(temperatures, values[:, j], label=f"x = {x[j]:.2f}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("temperature (units of x)")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("each relaxation of x = [0.3, -1.2, 2.0, 0.31, 1.1] against its temperature: "
+                 "the exact operation as T -> 0")
+    fig.tight_layout()
+    paths.append(os.path.join(out, "relaxations_vs_temperature.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def run_demo(out="softops-demo", quick=False) -> int:
+    import time
+
     import softops
 
     try:
@@ -136,9 +281,17 @@ def run_demo() -> int:
     except ImportError:
         print("The demo runs on PyTorch: pip install 'softops[torch]'")
         return 1
+    start = time.perf_counter()
     torch.manual_seed(0)
     print(f"softops {softops.__version__} on PyTorch {torch.__version__}")
+    sizes, steps = ((10,), (30,)) if quick else ((10, 10_000), (60, 200))
+    results = tour_seed001(torch, softops, sizes, steps)
+    tour_seeds(torch, softops)
     tour_select(torch, softops)
     tour_index(torch, softops)
     tour_sort(torch, softops)
+    paths = write_plots(torch, softops, results, out)
+    if paths:
+        print("\nplots written: " + ", ".join(paths))
+    print(f"\ndemo done in {time.perf_counter() - start:.0f} s")
     return 0
