@@ -1,6 +1,7 @@
 """Command line: ``python -m softops demo`` learns seed 001 through every
 relaxation, prints the seeds' numbers and a tour of the operations, and
-writes two plots (``--out``);
+writes two plots (``--out``); ``python -m softops bench learn quartiles``
+runs seed 001 at N up to 10^5 for every relaxation and method;
 ``python -m softops warmup`` compiles and caches every kernel (for images and CI)."""
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ def main(argv=None) -> int:
     demo = commands.add_parser("demo", help="seed 001 end to end, the seeds' numbers, a tour of the operations, plots")
     demo.add_argument("--out", default="softops-demo", help="folder for the plots (default ./softops-demo/)")
     demo.add_argument("--quick", action="store_true", help="seed 001 at N = 10 only, fewer steps")
+    from softops import bench
+
+    bench.add_parser(commands)
     warm = commands.add_parser("warmup", help="compile and cache every numba kernel (seconds, once per environment)")
     warm.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -31,6 +35,8 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(f"compiled or loaded {len(seconds)} kernels in {time.perf_counter() - t0:.1f} s")
         return 0
+    if args.command == "bench":
+        return bench.main(args, parser)
     if args.command == "demo":
         from softops.demo import run_demo
 

@@ -116,13 +116,23 @@ def method_configs():
 def methods_for(select, N):
     """(label, method, reason it is skipped or None) for each method that
     ``select`` can use."""
+    import softops
     from softops.sort import resolve_method
 
+    probe = np.arange(4.0)
+    calls = {"topk_mask": lambda m: softops.soft_topk_mask(probe, 1, method=m),
+             "quantile": lambda m: softops.soft_quantile(probe, [0.25, 0.75], method=m),
+             "sort_by": lambda m: softops.soft_sort_by(probe, probe, method=m)}
     rows = []
     for label, method in method_configs():
         matrix = hasattr(resolve_method(method), "permutation_rows")
         if select == "sort_by" and not matrix:
             continue  # no soft permutation matrix to carry A along
+        try:
+            calls[select](method)
+        except ValueError as e:  # an operation the method does not offer
+            rows.append((label, method, str(e).split(";")[0].split(" (")[0]))
+            continue
         if matrix and N > MATRIX_LIMIT:
             rows.append((label, method, f"past N = {MATRIX_LIMIT} (n x n matrix; the network: seconds a step)"))
             continue
@@ -130,9 +140,9 @@ def methods_for(select, N):
     return rows
 
 
-def optimise(torch, softops, select, method, A, B, theta0, k, steps, tau=1.0, lr=0.05):
+def optimise(torch, softops, select, method, A, B, theta0, k, steps, tau=1.0, lr=0.05, losses=None):
     """Adam on ``theta`` through one relaxation: (hard objective at each step,
-    seconds)."""
+    seconds); the soft objective at each step is appended to ``losses``."""
     temperature = softops.Relative(tau)
     theta = theta0.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([theta], lr=lr)
@@ -143,6 +153,8 @@ def optimise(torch, softops, select, method, A, B, theta0, k, steps, tau=1.0, lr
         C = B @ (theta / theta.norm())
         curve.append(hard_objective(A_np, C.detach().numpy(), k))
         loss = soft_objective(torch, softops, select, method, A, C, k, temperature)
+        if losses is not None:
+            losses.append(float(loss))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -178,13 +190,7 @@ def run(torch, softops, N, steps, M=20, tau=1.0, report=print):
                 result["rows"].append({"select": select, "method": label, "skipped": skipped})
                 report(result["rows"][-1])
                 continue
-            try:
-                curve, seconds = optimise(torch, softops, select, method, A, B, theta0, k, steps, tau)
-            except ValueError as e:  # an operation the method does not offer
-                result["rows"].append({"select": select, "method": label,
-                                       "skipped": str(e).split(";")[0].split(" (")[0]})
-                report(result["rows"][-1])
-                continue
+            curve, seconds = optimise(torch, softops, select, method, A, B, theta0, k, steps, tau)
             row = {"select": select, "method": label, "final": curve[-1], "best": min(curve),
                    "seconds": seconds, "curve": curve}
             result["rows"].append(row)
