@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# Keras reads its backend once, at import, and importing TensorFlow imports
+# Keras (Keras' default backend is then TensorFlow): set it before anything
+# below imports a framework.  The session (test_layers and the doctests of
+# softops.layers.keras; pytest loads this file before it collects any path of
+# testpaths) runs Keras on JAX; test_layers runs the PyTorch and TensorFlow
+# backends in subprocesses.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from harness import HARNESSES
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from harness import HARNESSES  # noqa: E402
 
 settings.register_profile(
     "softops",
@@ -29,11 +37,6 @@ settings.load_profile("softops")
 # and the background mode are tested in test_tiers.py.
 os.environ.setdefault("SOFTOPS_COMPILE", "blocking")
 
-# Keras reads its backend once, at import: the session (test_layers and the
-# doctests of softops.layers.keras; pytest loads this file before it collects
-# any path of testpaths) runs Keras on JAX; test_layers runs PyTorch's in a
-# subprocess.
-os.environ.setdefault("KERAS_BACKEND", "jax")
 
 # Frameworks whose layers (softops.layers.<name>) the layer tests require.
 REQUIRED_LAYERS = [
