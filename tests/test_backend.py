@@ -135,3 +135,15 @@ def test_tensorflow_variables_graphs_and_xla(method):
         yy, gg = run(tf.constant(x))
         np.testing.assert_allclose(yy.numpy(), want, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(gg.numpy(), g.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_tensorflow_adapter_creation_functions_match_numpy():
+    """xp_tf's eye (every diagonal k, square and not), arange and full_like
+    give NumPy's arrays."""
+    pytest.importorskip("tensorflow")
+    from softops._backend._tf import xp_tf
+
+    for args, kw in [((3,), {}), ((3, 5), {"k": 2}), ((4, 3), {"k": -1}), ((3,), {"k": 3}), ((2, 4), {"k": -5})]:
+        np.testing.assert_array_equal(xp_tf.eye(*args, **kw).numpy(), np.eye(*args, **kw))
+    np.testing.assert_array_equal(xp_tf.arange(1, 7, 2).numpy(), np.arange(1, 7, 2))
+    np.testing.assert_array_equal(xp_tf.full_like(xp_tf.eye(2), 3.5).numpy(), np.full((2, 2), 3.5))

@@ -263,10 +263,13 @@ xp_tf.empty_like = xp_tf.zeros_like
 
 
 def _eye(n_rows, n_cols=None, /, *, k=0, dtype=None, device=None):
-    if k:
-        raise NotImplementedError("eye with k != 0")
+    n_cols = n_rows if n_cols is None else n_cols
     with tf.device(device or ""):
-        return tf.eye(n_rows, n_cols, dtype=dtype or tf.float64)
+        if not k:
+            return tf.eye(n_rows, n_cols, dtype=dtype or tf.float64)
+        # ones where column - row == k (the k-th diagonal, as numpy.eye)
+        on = tf.range(n_cols)[None, :] - tf.range(n_rows)[:, None] == k
+        return tf.cast(on, dtype or tf.float64)
 
 
 xp_tf.eye = _eye
