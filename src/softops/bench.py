@@ -94,14 +94,10 @@ def learn_quartiles(sizes, steps, methods, out, quick, progress=True):
     with open(os.path.join(out, "quartiles.md"), "w") as f:
         f.write(table + "\n")
     paths = [os.path.join(out, "quartiles.json"), os.path.join(out, "quartiles.md")]
-    try:
-        import matplotlib
+    from softops.demo import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plot: matplotlib is not installed (pip install 'softops[docs]')")
-    else:
+    plt = pyplot()
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(8, 5))
         for key in sorted({(r["select"], r["method"]) for r in rows}):
             mine = [r for r in rows if (r["select"], r["method"]) == key]

@@ -209,10 +209,9 @@ def tour_seeds(torch, softops):
               f"{bool(torch.isfinite(g_ours).all())}")
 
 
-def write_plots(torch, softops, results, out):
-    """Two PNGs under ``out``: the seed-001 hard objective along the
-    optimisation, and every relaxation against its temperature.  Returns
-    their paths, or None without matplotlib."""
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None (saying
+    which extra installs it) without matplotlib."""
     try:
         import matplotlib
 
@@ -220,6 +219,16 @@ def write_plots(torch, softops, results, out):
         import matplotlib.pyplot as plt
     except ImportError:
         print("\nplots: matplotlib is not installed (pip install 'softops[docs]')")
+        return None
+    return plt
+
+
+def write_plots(torch, softops, results, out):
+    """Two PNGs under ``out``: the seed-001 hard objective along the
+    optimisation, and every relaxation against its temperature.  Returns
+    their paths, or None without matplotlib."""
+    plt = pyplot()
+    if plt is None:
         return None
     import os
 
