@@ -74,6 +74,7 @@ for _m in ("softmax", "sparsemax", "entmax15"):
         lambda h, m=_m: lambda x: softops.soft_argmax(x, axis=(0, 1), temperature=0.7, method=m))
 for _m in ("softmax", "sparsemax", "entmax15", "logsumexp"):
     case(f"soft_max-{_m}")(lambda h, m=_m: lambda x: softops.soft_max(x, temperature=0.7, method=m))
+case("soft_argmax-relative-softmax")(lambda h: lambda x: softops.soft_argmax(x, temperature=softops.Relative(0.7)))
 case("soft_min-entmax15")(lambda h: lambda x: softops.soft_min(x, temperature=0.7, method="entmax15"))
 
 _ARR = np.cos(np.arange(7.0) * 1.3) * 2.0
@@ -112,6 +113,11 @@ for _name, _m in SORT_METHODS.items():
     case(f"soft_quantile-list-q-{_name}")(
         lambda h, m=_m: lambda x: softops.soft_quantile(x, [0.2, 0.9], temperature=0.6, method=m))
     case(f"soft_median-{_name}")(lambda h, m=_m: lambda x: softops.soft_median(x, temperature=0.6, method=m))
+    # Relative(tau): the spacing of x is differentiated with the rest.
+    case(f"soft_rank-relative-{_name}")(
+        lambda h, m=_m: lambda x: softops.soft_rank(x, temperature=softops.Relative(0.8), method=m))
+    case(f"soft_sort-relative-{_name}")(
+        lambda h, m=_m: lambda x: softops.soft_sort(x, temperature=softops.Relative(0.6), method=m))
     # One temperature per row (shape (2,)), differentiated.
     case(f"soft_rank-row-temperature-{_name}", np.array([0.9, 0.4]))(
         lambda h, m=_m: _given(_const(h, _x(3)), lambda a, t: softops.soft_rank(a, temperature=t, method=m)))

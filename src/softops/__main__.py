@@ -1,8 +1,9 @@
 """Command line: ``python -m softops demo`` learns seed 001 through every
 relaxation, prints the seeds' numbers and a tour of the operations, and
-writes two plots (``--out``); ``python -m softops bench learn quartiles``
-runs seed 001 at N up to 10^5 for every relaxation and method;
-``python -m softops warmup`` compiles and caches every kernel (for images and CI)."""
+writes two plots (``--out``); ``python -m softops bench learn [TASK]`` trains
+through the relaxations (digits-sort, quartiles, keypoints,
+topk-classification) and ``python -m softops bench speed`` times them
+against the peers installed; ``python -m softops warmup`` compiles and caches every kernel (for images and CI)."""
 
 from __future__ import annotations
 

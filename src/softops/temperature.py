@@ -35,8 +35,12 @@ half a gap of the exact result is
 and it is the same for ``x`` scaled by 1e-2 or 1e2.  So ``tau`` well below 1
 keeps the operation nearly exact with useful gradients between close values,
 ``tau`` near 1 is clearly soft, and ``tau`` of a few flattens everything.  The
-spacing is held constant for autodiff; a constant row (or ``n = 1``) uses
-spacing 1.
+spacing is differentiated with the rest (the operation is invariant to
+shifting and scaling ``x``, and so is its gradient: holding the spacing
+constant instead, as softops did until 2026-12-07, collapsed the scores of a
+network trained through NeuralSort or SoftSort at n >= 7 to float rounding,
+``python -m softops bench learn digits-sort``); a constant row (or ``n = 1``)
+uses spacing 1, with zero derivative.
 """
 
 from __future__ import annotations
@@ -83,20 +87,25 @@ class Relative:
 
 def data_spacing(backend, x, mask=None):
     """``sqrt(12) * std(x) / n`` along the last axis (keepdims) over the ``n``
-    finite entries (and present ones, where ``mask`` is given), held constant
-    for autodiff; 1 where they are constant or absent.  The standard deviation
-    is taken of ``x / max|x|`` and scaled back, so it neither overflows near
-    the dtype's maximum nor loses precision on subnormal data; the result is
-    clamped to the dtype's finite range."""
+    finite entries (and present ones, where ``mask`` is given); 1 where they
+    are constant or absent.  Differentiable: a ``Relative`` temperature makes
+    the operation invariant to shifting and scaling each row, and the
+    gradient is the gradient of that invariant function (zero along the
+    row's own direction and along ``(1, ..., 1)`` for ranks and masks).  The
+    standard deviation is taken of ``x / max|x|`` (the maximum held constant:
+    the product does not depend on it) and scaled back, so it neither
+    overflows near the dtype's maximum nor loses precision on subnormal data;
+    the result is clamped to the dtype's finite range."""
     xp = backend.xp
-    x = backend.stop_gradient(x)
     use = xp.isfinite(x) if mask is None else (mask & xp.isfinite(x))
+    x = xp.where(use, x, 0.0)  # before any arithmetic: no inf * 0 in a derivative
     n = xp.astype(xp.sum(xp.astype(use, xp.int32), axis=-1, keepdims=True), x.dtype)
     count = xp.where(n > 0, n, 1.0)
-    scale = xp.max(xp.where(use, xp.abs(x), 0.0), axis=-1, keepdims=True)
+    scale = backend.stop_gradient(xp.max(xp.abs(x), axis=-1, keepdims=True))
     scale = xp.where(scale > 0, scale, 1.0)
-    y = xp.where(use, x / scale, 0.0)
+    y = x / scale
     mean = xp.sum(y, axis=-1, keepdims=True) / count
-    spread = xp.sqrt(xp.sum(xp.where(use, (y - mean) ** 2, 0.0), axis=-1, keepdims=True) / count)
+    var = xp.sum(xp.where(use, (y - mean) ** 2, 0.0), axis=-1, keepdims=True) / count
+    spread = xp.where(var > 0, xp.sqrt(xp.where(var > 0, var, 1.0)), 0.0)  # sqrt's derivative stays finite at 0
     spacing = xp.clip(spread * (math.sqrt(12.0) / count) * scale, max=float(xp.finfo(x.dtype).max))
     return xp.where(spacing > 0, spacing, xp.ones_like(spacing))
