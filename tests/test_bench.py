@@ -155,6 +155,10 @@ def test_speed_peers_compute_what_softops_computes():
     (["learn", "quartiles", "--steps", "0"], "--steps must be at least 1"),
     (["learn", "digits-sort", "--seeds", "0"], "--seeds must be at least 1"),
     (["learn", "topk-classification", "--sizes", "100"], "k must be below the 100 classes"),
+    (["learn", "digits-sort", "--sizes", "101"], "n must be at most 100"),
+    (["learn", "digits-sort", "--tau", "inf"], "--tau must be finite and > 0"),
+    (["learn", "--sizes", "5"], "give a TASK with it"),
+    (["speed", "--quick", "--sizes", "1"], "must be at least 2"),
     (["speed", "--ops", "bubble"], "unknown op 'bubble'"),
     (["speed", "--sizes", "1"], "must be at least 2"),
     (["speed", "--device", "tpu"], "--device must be cpu or cuda"),
@@ -192,9 +196,65 @@ def test_bench_missing_dependency_names_the_extra(tmp_path, module, args, messag
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
-def test_bench_help_is_plain_text():
+def test_bench_help_lists_every_task_and_what_sizes_means():
+    from softops.bench import TASKS
+
+    done = _bench("learn", "--help", timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    text = " ".join(done.stdout.split())
+    for task, spec in TASKS.items():
+        assert task in text and f"{task}: {spec.size_name}" in text
     done = _bench("--help", timeout=120)
-    assert done.returncode == 0
-    for task in ("digits-sort", "quartiles", "keypoints", "topk-classification", "bench speed"):
-        assert task in done.stdout
-    assert "\x1b[" not in done.stdout  # no colour codes
+    assert done.returncode == 0 and "bench speed" in done.stdout and "topk-classification" in done.stdout
+
+
+def _payload(means, seeds=3):
+    """A digits-sort payload with the given {(method, n): [test exact per seed]}."""
+    names = list(dict.fromkeys(m for m, _ in means))
+    sizes = sorted({n for _, n in means})
+    final = [{"method": m, "n": n, "seed": s, "temperature": 1.0, "seconds": 1.0, "nonfinite_steps": 0,
+              "test_exact": v, "test_elementwise": v} for (m, n), vs in means.items() for s, v in enumerate(vs)]
+    return {"sizes": sizes, "digits": 2, "steps": 1, "lr": 0.01, "images_per_step": 1, "seeds": seeds,
+            "eval_sets": 1, "grid": [1.0], "tau": 1.0, "not_installed": [], "relative": [], "final": final,
+            "contenders": [{"name": m, "loss": "perm-ce", "peer": None} for m in names]}
+
+
+def test_digits_sort_table_marks_the_best_and_the_ties():
+    """Bold for the best mean; `=` for a mean within the larger of the two
+    standard deviations of it; nothing for a clear loss; one seed: no ties."""
+    from softops.bench.digits_sort import table
+
+    text = table(_payload({("a", 3): [0.50, 0.52, 0.54], ("b", 3): [0.49, 0.51, 0.53],
+                           ("c", 3): [0.30, 0.31, 0.32]}))
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "**0.520 ± 0.020**" in rows["a"]
+    assert "0.510 ± 0.020=" in rows["b"]
+    assert "0.310 ± 0.010 (" in rows["c"] and "=" not in rows["c"].split("|")[3]
+    one = table(_payload({("a", 3): [0.5], ("b", 3): [0.49]}, seeds=1))
+    assert "one seed: no standard deviation, so no tie test" in one and "0.490 ± 0.000 (" in one
+
+
+@needs_sklearn
+def test_every_contender_relaxes_the_true_order():
+    """At a small temperature each contender's relaxation is the true order:
+    the argmax of each row of a permutation matrix is the item at that slot
+    (softops' P[s, j], diffsort's transposed, SoftTorch's), soft ranks order
+    like the true ranks (the losses' targets are built the same way)."""
+    import numpy as np
+    import torch
+
+    from softops.bench import digits_sort
+
+    x = torch.tensor([[0.3, -1.2, 2.0, 0.5, 1.1], [4.0, 3.0, -2.0, 0.0, 1.0]], dtype=torch.float64)
+    order = torch.argsort(x, dim=-1)
+    for c in digits_sort.contenders():
+        if not digits_sort.installed(c):
+            continue
+        out = digits_sort._relaxed(torch, c, x.float() if c.peer else x, c.default_temperature * 0.01).detach()
+        if c.loss == "rank-mse":
+            np.testing.assert_array_equal(torch.argsort(out, dim=-1).numpy(), order.numpy(), err_msg=c.name)
+            np.testing.assert_allclose(out.numpy(), (torch.argsort(order, -1) + 1).numpy(), atol=0.05,
+                                       err_msg=c.name)
+        else:
+            np.testing.assert_array_equal(out.argmax(-1).numpy(), order.numpy(), err_msg=c.name)
+            assert float(digits_sort._loss(torch, c.loss, out, order)) < 0.1, c.name

@@ -107,15 +107,34 @@ def test_relative_gradient_is_the_gradient_of_the_invariant_function(diff_backen
     np.testing.assert_allclose(shift_err, 0.0, atol=1e-8 * np.abs(got).sum())
 
 
-def test_relative_gradient_is_finite_and_zero_on_constant_rows(diff_backend):
+_FINITE_CASES = {
+    **{f"{name}-mask": (lambda a, m=m: softops.soft_rank(a, temperature=Relative(1.0), method=m,
+                                                         mask=np.array([[True] * 4, [True, False, True, True]])))
+       for name, m in __import__("harness").SORT_CONFIGS.items()},
+    **{f"rank-{name}": (lambda a, m=m: softops.soft_rank(a, temperature=Relative(1.0), method=m))
+       for name, m in __import__("harness").SORT_CONFIGS.items()},
+    **{f"argmax_weights-{m}": (lambda a, m=m: softops.argmax_weights(a, temperature=Relative(1.0), method=m))
+       for m in ("softmax", "sparsemax", "entmax15")},
+    **{f"soft_max-{m}": (lambda a, m=m: softops.soft_max(a, temperature=Relative(1.0), method=m))
+       for m in ("softmax", "sparsemax", "entmax15", "logsumexp")},
+    "soft_argmax": lambda a: softops.soft_argmax(a, temperature=Relative(1.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FINITE_CASES))
+def test_relative_gradient_is_finite_and_zero_on_constant_rows(diff_backend, name):
     """A constant row uses spacing 1 (the derivative of its square root is
-    never taken at 0): finite gradients, and masked or infinite entries do
-    not reach the spacing's derivative."""
+    never taken at 0), and ``-inf`` or masked entries never reach the
+    spacing's derivative: finite gradients everywhere, 0 at ``-inf``, in
+    every family and method."""
     x = np.array([[2.0, 2.0, 2.0, 2.0], [1.0, -np.inf, 3.0, 0.5]])
-    cot = np.array([[1.0, -2.0, 0.5, 0.3], [0.2, 1.0, -1.0, 0.4]])
-    g = diff_backend.vjp(lambda a: softops.soft_rank(a, temperature=Relative(1.0)), x, cot)
+    op = _FINITE_CASES[name]
+    cot = np.ones(np.asarray(op(np.where(np.isfinite(x), x, 0.0))).shape)
+    cot = cot * np.linspace(-1.0, 1.3, cot.size).reshape(cot.shape)
+    g = diff_backend.vjp(op, x, cot)
     assert np.all(np.isfinite(g)), g
-    assert g[1, 1] == 0.0
+    if not name.endswith("-mask"):
+        assert g[1, 1] == 0.0
 
 
 @pytest.mark.parametrize("tau, error", [(0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError), (True, TypeError), ("1", TypeError)])

@@ -66,7 +66,11 @@ def _shifted_scores(p: Prepared):
     all_masked = xp.all(p.x == -xp.inf, axis=-1, keepdims=True)
     x_safe = xp.where(all_masked, 0.0, p.x)
     row_max = p.backend.stop_gradient(xp.max(x_safe, axis=-1, keepdims=True))
-    return (x_safe - row_max) / p.temperature, x_safe, all_masked
+    present = x_safe > -xp.inf
+    # -inf entries stay -inf without dividing them: a temperature that depends
+    # on x (Relative) would otherwise get 0 * inf = NaN in its derivative
+    shifted = xp.where(present, x_safe - row_max, 0.0)
+    return xp.where(present, shifted / p.temperature, -xp.inf), x_safe, all_masked
 
 
 def _one_hot_argmax(backend, x):

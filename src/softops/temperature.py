@@ -88,10 +88,12 @@ class Relative:
 def data_spacing(backend, x, mask=None):
     """``sqrt(12) * std(x) / n`` along the last axis (keepdims) over the ``n``
     finite entries (and present ones, where ``mask`` is given); 1 where they
-    are constant or absent.  Differentiable: a ``Relative`` temperature makes
-    the operation invariant to shifting and scaling each row, and the
-    gradient is the gradient of that invariant function (zero along the
-    row's own direction and along ``(1, ..., 1)`` for ranks and masks).  The
+    are constant or absent.  Differentiable: with a ``Relative`` temperature,
+    ranks, masks, permutation matrices and weights do not change when a row
+    is shifted or scaled, and sorts move with it (the permutahedron's KL sort
+    is not homogeneous in scale); the gradient is the gradient of that
+    function (zero along the row's own direction and along ``(1, ..., 1)``
+    for ranks and masks).  The
     standard deviation is taken of ``x / max|x|`` (the maximum held constant:
     the product does not depend on it) and scaled back, so it neither
     overflows near the dtype's maximum nor loses precision on subnormal data;

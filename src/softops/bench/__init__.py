@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import time
 
 from softops.bench._common import BenchError
@@ -97,8 +98,8 @@ def _options(args, task):
     workers = (0 if args.quick else 2) if args.workers is None else args.workers
     if workers < 0:
         raise BenchError(f"--workers must be at least 0, got {workers}")
-    if not args.tau > 0:
-        raise BenchError(f"--tau must be > 0, got {args.tau}")
+    if not (math.isfinite(args.tau) and args.tau > 0):
+        raise BenchError(f"--tau must be finite and > 0, got {args.tau}")
     methods = None if args.methods is None else tuple(args.methods.split(","))
     return dict(sizes=sizes, steps=steps, seeds=seeds, methods=methods, tau=args.tau,
                 workers=workers, out=args.out, quick=args.quick,
@@ -119,6 +120,8 @@ def main(args, parser) -> int:
 
         require("torch", "torch", "the learning benchmarks run on PyTorch and")
         tasks = [args.task] if args.task else list(TASKS)
+        if args.sizes is not None and len(tasks) > 1:
+            raise BenchError("--sizes means something else for each task: give a TASK with it")
         options = {t: _options(args, t) for t in tasks}  # every option checked before anything runs
         for task in tasks:
             module = importlib.import_module(f"softops.bench.{TASKS[task].module}")

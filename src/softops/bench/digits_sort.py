@@ -208,7 +208,7 @@ def run(sizes, steps, methods, seeds, tau, workers, out, quick, digits=2, images
     """The whole benchmark; returns the JSON payload."""
     for n in sizes:
         if n > 10**digits:
-            raise BenchError(f"n = {n} needs more than {digits}-digit numbers (--digits)")
+            raise BenchError(f"n = {n} distinct numbers need more than {digits} digits")
     everyone = contenders()
     chosen = [c for c in everyone if methods is None or c.name in methods]
     missing = [c for c in chosen if not installed(c)]
@@ -268,8 +268,10 @@ def table(payload):
              f"images, {payload['seeds']} seeds; accuracy on {payload['eval_sets']} held-out sets per n "
              "(mean ± sd over seeds). Temperature: searched on the validation split over each "
              f"contender's default x {', '.join(f'{g:g}' for g in payload['grid'])} (chosen T in brackets). "
-             "**bold**: the best mean; `=`: within one standard deviation of the best (the larger of the two "
-             "sds), a tie."]
+             + ("**bold**: the best mean; `=`: within one standard deviation of the best (the larger of the "
+                "two sds), a tie." if payload["seeds"] > 1 else "**bold**: the best mean (one seed: no standard "
+                                                                "deviation, so no tie test)."),
+             "Seed 0 of each row is the run chosen on the validation split, reported on the test sets."]
     for metric, title in (("exact", "exact match (whole order right)"),
                           ("elementwise", "element-wise accuracy (items at their right slot)")):
         summary = _summary(payload["final"], metric)
@@ -336,6 +338,8 @@ def plot(payload, plt, path):
 
 
 def check(methods, sizes, **_):
+    if max(sizes) > 100:
+        raise BenchError(f"digits-sort: n must be at most 100 (sets of distinct two-digit numbers), got {max(sizes)}")
     names = [c.name for c in contenders()]
     for m in methods or ():
         if m not in names:

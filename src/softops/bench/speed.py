@@ -103,10 +103,10 @@ def check_args(a):
         sizes = [int(s) for s in str(a.sizes).split(",") if s]
     except ValueError:
         raise OptionError(f"--sizes must be comma-separated integers, got {a.sizes!r}") from None
-    if a.quick:
-        sizes, a.total, a.repeats, a.warmup, a.budget, a.min_repeats = [16], 64, 1, 1, 2.0, 1
     if not sizes or any(n < 2 for n in sizes):
         raise OptionError(f"every n in --sizes must be at least 2, got {a.sizes}")
+    if a.quick:
+        sizes, a.total, a.repeats, a.warmup, a.budget, a.min_repeats = [16], 64, 1, 1, 2.0, 1
     a.sizes = sizes
     a.ops = [s for s in a.ops.split(",") if s]
     bad = [o for o in a.ops if o not in OPS]
@@ -381,10 +381,10 @@ def _select_index(op, T):
             return lambda v: softops.soft_argmax(v.reshape(-1, 1, h, w), axis=(-2, -1), temperature=T)
         if op in ("sparsemax", "entmax15"):
             return lambda v: softops.argmax_weights(v, temperature=T, method=op)
-        points = _points(n, h, w)
+        points = _on_device(_points(n, h, w))
 
         def read(v):  # every image read at the same n points: (batch, 1, n)
-            return softops.lookup(v.reshape(-1, 1, h, w), points.to(v.device), axis=(-2, -1))
+            return softops.lookup(v.reshape(-1, 1, h, w), points(v.device), axis=(-2, -1))
         return read
 
     def peer(n):
@@ -401,11 +401,11 @@ def _select_index(op, T):
         points = _points(n, h, w)
         # grid_sample's (x, y) in [-1, 1] with align_corners=True: x = 2 j / (w - 1) - 1
         scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
-        grid = (points.flip(-1) * scale - 1.0)[None, :, None, :]  # (1, n, 1, 2)
+        grid = _on_device((points.flip(-1) * scale - 1.0)[None, :, None, :])  # (1, n, 1, 2)
 
         def read(v):
             img = v.reshape(-1, 1, h, w)
-            g = grid.to(v.device).expand(img.shape[0], -1, -1, -1)
+            g = grid(v.device).expand(img.shape[0], -1, -1, -1)
             return torch.nn.functional.grid_sample(img, g, mode="bilinear", padding_mode="border",
                                                    align_corners=True)
         return read
@@ -413,6 +413,17 @@ def _select_index(op, T):
     names = {"argmax2d": "kornia spatial_soft_argmax2d", "sparsemax": "entmax sparsemax",
              "entmax15": "entmax entmax15", "lookup2d": "torch grid_sample"}
     return [("softops", ours), (names[op], peer)]
+
+
+def _on_device(tensor):
+    """``tensor`` on a device, copied there once (not inside a timed call)."""
+    copies = {}
+
+    def get(device):
+        if device not in copies:
+            copies[device] = tensor.to(device)
+        return copies[device]
+    return get
 
 
 def _points(n, h, w):
@@ -489,7 +500,8 @@ def make_step(c: Contender, fn, x, g, device="cpu"):
     output's shape where that differs from ``x``'s)."""
     if c.framework == "torch":
         import torch
-        sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        on_gpu = device.startswith("cuda")
+        sync = (lambda: torch.cuda.synchronize(torch.device(device))) if on_gpu else (lambda: None)
         if c.op == "floor":
             xt = torch.from_numpy(x).to(device)
 
@@ -552,16 +564,19 @@ def time_size(steps: dict, args, errors: dict, progress=None):
 
 
 def _peak_memory(steps, args, errors):
-    """Peak CUDA memory (MB) of one call of each PyTorch contender."""
+    """Peak CUDA memory (MB) that one call of each PyTorch contender adds to
+    what was allocated before it (every contender's inputs stay allocated)."""
     import torch
+    device = torch.device(args.device)
     out = {}
     for cid, step in steps.items():
         if cid in errors or not cid[0].startswith("torch"):
             continue
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         step()
-        out[cid] = torch.cuda.max_memory_allocated() / 2**20
+        out[cid] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     return out
 
 
@@ -799,7 +814,11 @@ def add_parser(kinds):
 def main(args):
     """``python -m softops bench speed``; ``OptionError`` for a bad option."""
     if args.device.startswith("cuda"):
-        import torch
+        try:
+            import torch
+        except ImportError:
+            raise OptionError("--device cuda times the PyTorch contenders: pip install 'softops[torch]' "
+                              "(a CUDA build)") from None
         if not torch.cuda.is_available():
             raise OptionError(f"--device {args.device}: no CUDA device is visible to PyTorch here")
     return run_and_report(check_args(args))
