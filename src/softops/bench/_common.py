@@ -35,6 +35,19 @@ def mean_sd(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def versions(*names):
+    """``{distribution: version}`` of those installed (for the JSON record)."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def by_seed(rows, size, metric):
     """``{(method, size): (mean, sd, mean seconds)}`` of ``metric`` over the
     rows (seeds) that share a method and a size."""

@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from softops.bench import digits as _digits
-from softops.bench._common import BenchError, Training, mean_sd, run_jobs, write_results
+from softops.bench._common import BenchError, Training, mean_sd, run_jobs, versions, write_results
 
 GRID = (0.1, 1.0, 10.0)  # multiples of each contender's default temperature
 PAPER_LOSS = {"network": "perm-bce"}  # softops methods whose paper used another loss than their kind's
@@ -232,7 +232,8 @@ def run(sizes, steps, methods, seeds, tau, workers, out, quick, digits=2, images
     more = [dataclasses.replace(job, seed=s) for job, _ in best.values() for s in range(1, seeds)]
     final = [row for _, row in best.values()] + run_jobs(train, more, workers, "digits-sort seeds", progress)
     payload = {
-        "task": "digits-sort", "sizes": list(sizes), "steps": steps, "seeds": seeds, "tau": tau, "digits": digits,
+        "task": "digits-sort", "versions": versions("softops", "torch", "numpy", "scikit-learn", "torchsort",
+                                                   "diffsort", "softtorch"), "sizes": list(sizes), "steps": steps, "seeds": seeds, "tau": tau, "digits": digits,
         "images_per_step": images, "eval_sets": eval_sets, "lr": lr, "grid": list(grid),
         "contenders": [dataclasses.asdict(c) for c in chosen],
         "not_installed": [{"name": c.name, "install": PEER_INSTALL[c.name]} for c in missing],

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from softops.bench._common import BenchError, Training, by_seed, run_jobs, write_results
+from softops.bench._common import BenchError, Training, by_seed, run_jobs, versions, write_results
 
 PEERS = {"kornia": "pip install 'softops[bench]'"}
 BASELINES = ("heatmap-ce + argmax", "hard argmax (autodiff)")
@@ -155,7 +155,7 @@ def main(sizes, steps, methods, seeds, workers, out, quick, progress, **_):
     jobs = [Job(n, side, s, steps, batch, eval_images, 1.0, 3e-3) for side in sizes for n in chosen
             for s in range(seeds)]
     rows = run_jobs(train, jobs, workers, "keypoints", progress)
-    payload = {"task": "keypoints", "sizes": list(sizes), "steps": steps, "seeds": seeds, "batch": batch,
+    payload = {"task": "keypoints", "versions": versions("softops", "torch", "kornia"), "sizes": list(sizes), "steps": steps, "seeds": seeds, "batch": batch,
                "eval_images": eval_images, "temperature": 1.0, "lr": 3e-3, "rows": rows,
                "not_installed": {m: PEERS[m] for m in missing}}
     write_results(out, "keypoints", table(payload), payload, functools.partial(plot, payload))

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from softops.bench import digits as _digits
-from softops.bench._common import BenchError, Training, by_seed, run_jobs, write_results
+from softops.bench._common import BenchError, Training, by_seed, run_jobs, versions, write_results
 
 BASELINE = "cross-entropy"
 P_TOP1 = 0.5
@@ -124,7 +124,8 @@ def main(sizes, steps, methods, seeds, workers, out, quick, progress, **_):
     jobs = [Job(n, k, s, steps, batch, 1.0, 3e-3, eval_images, digits) for k in sizes for n in chosen
             for s in range(seeds)]
     rows = run_jobs(train, jobs, workers, "topk-classification", progress)
-    payload = {"task": "topk-classification", "sizes": list(sizes), "steps": steps, "seeds": seeds, "batch": batch,
+    payload = {"task": "topk-classification", "versions": versions("softops", "torch", "scikit-learn"),
+               "sizes": list(sizes), "steps": steps, "seeds": seeds, "batch": batch,
                "temperature": 1.0, "lr": 3e-3, "p_top1": P_TOP1, "classes": 10**digits, "test_images": eval_images,
                "rows": rows}
     write_results(out, "topk_classification", table(payload), payload, functools.partial(plot, payload))
