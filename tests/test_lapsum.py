@@ -420,6 +420,35 @@ def test_kernel_per_row_temperature_and_k(diff_backend, rng):
 
 
 @needs_numba
+@pytest.mark.parametrize("op", ["soft_rank", "soft_sort", "soft_topk_mask"])
+def test_kernel_skips_temperature_coefficients_for_a_float(diff_backend, monkeypatch, op):
+    """A Python-float temperature needs no derivative: the kernel skips its
+    coefficients on every framework, also where softops jit-compiles the row
+    functions (JAX, where the float becomes a traced array inside), while a
+    temperature array keeps them and its gradient matches the twin's."""
+    calls = []
+    forward = lapsum_kernel.forward
+
+    def spy(op_, x, t, k=None, need_t=True):
+        calls.append(need_t)
+        return forward(op_, x, t, k, need_t)
+
+    monkeypatch.setattr(lapsum_kernel, "forward", spy)
+    x = np.array([[0.3, -1.2, 2.0, 0.9, 1.1]])
+    cot = np.array([[0.5, -1.0, 2.0, 0.3, 1.0]])
+    kw = {"k": 2.2} if op == "soft_topk_mask" else {}
+    f = getattr(softops, op)
+    diff_backend.vjp(lambda a: f(a, temperature=0.7, method="lapsum", **kw), x, cot)
+    assert calls and not any(calls), calls
+    calls.clear()
+    bx = diff_backend.asarray(x)
+    got = diff_backend.vjp(lambda t: f(bx, temperature=t, method="lapsum", **kw), np.array(0.7), cot)
+    assert calls and all(calls), calls
+    want = finite_difference_vjp(lambda t: f(x, temperature=float(t), method="lapsum", **kw), np.array(0.7), cot)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@needs_numba
 @pytest.mark.parametrize("op", ["rank", "sort", "mask"])
 def test_kernel_gradients_match_finite_differences(op, rng):
     """The kernel's own backward (NumPy level) against central differences of its

@@ -269,6 +269,37 @@ def test_hostile_inputs_stay_finite(backend, case, method, temperature):
                 assert g[0] == 0 and g[2] == 0
 
 
+@pytest.mark.parametrize("op", ["soft_max", "soft_min", "soft_argmax", "soft_argmin", "argmax_weights"])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("temperature", [1e-30, 1e-4])
+def test_half_precision_gradients_at_tiny_temperatures(diff_backend, op, method, temperature):
+    """Audit R12: float16 / bfloat16 gradients at tiny temperatures on rows with
+    ties are the float64 gradient rounded, wherever that fits the dtype (an exact
+    0 stays 0; cancellation noise of the float32 computation never becomes an
+    infinity), and an infinity of the right sign where it does not."""
+    backend = diff_backend
+    rows = [[1.0, 1.0, 0.0, -2.0], [2.0, 2.0, 2.0, 2.0], [1.0, 1.0, 1.0, -1.0], [0.5, -1.0, 0.5, 3.0],
+            [-1.0, 0.0, -1.0, 0.0]]
+    weights = np.array([0.0, 1.0, -2.0, 3.0])
+    f = getattr(softops, op)
+
+    def fn(t):
+        return f(t, method=method, temperature=temperature)
+
+    for dtype in ("float16", "bfloat16"):
+        if dtype == "bfloat16" and not backend.has_bfloat16:
+            continue
+        big = float(np.finfo(np.float16).max) if dtype == "float16" else 3.3e38
+        for row in rows:
+            x = np.array(row)
+            cot = weights if op == "argmax_weights" else np.array(1.0)
+            ref = backend.vjp(fn, x, cot, "float64")
+            got = backend.vjp(fn, x, cot, dtype).astype(np.float64)
+            fits = np.abs(ref) < big
+            np.testing.assert_allclose(got[fits], ref[fits], rtol=2e-2, atol=1e-2, err_msg=f"{dtype} {row}")
+            assert np.all(got[~fits] == np.sign(ref[~fits]) * np.inf), (dtype, row, got, ref)
+
+
 @pytest.mark.parametrize("method", MAX_METHODS)
 def test_fully_masked_row(backend, method):
     x = backend.asarray([[-np.inf, -np.inf, -np.inf], [1.0, -np.inf, 3.0]])
