@@ -33,6 +33,7 @@ import numpy as np
 from softops._axis import move_axis
 from softops._backend import backend_of
 from softops._interp import MODES, PADDINGS, combine, fold, interpolate, taps
+from softops._interp import read as interpolated_read
 from softops._prepare import compute_dtype
 from softops._validate import (
     check_choice,
@@ -444,8 +445,10 @@ def _read(xp, coords, sizes, strides, mode, padding, hard, backend, gather):
     gradient of ``mode``'s interpolant (straight-through)."""
 
     def read(m):
-        per_axis = [taps(xp, c, n, m, padding) for c, n in zip(coords, sizes)]
-        return interpolate(xp, combine(xp, per_axis, strides), gather)
+        if m == "nearest" or xp.isdtype(coords[0].dtype, "integral"):
+            per_axis = [taps(xp, c, n, m, padding) for c, n in zip(coords, sizes)]
+            return interpolate(xp, combine(xp, per_axis, strides), gather)
+        return interpolated_read(xp, backend, coords, sizes, strides, m, padding, gather)
 
     soft = read(mode)
     if not hard or mode == "nearest" or xp.isdtype(coords[0].dtype, "integral"):
