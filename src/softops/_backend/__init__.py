@@ -91,6 +91,13 @@ class Backend(abc.ABC):
     def stop_gradient(self, x):
         ...
 
+    def constant(self, *arrays) -> bool:
+        """Whether no derivative with respect to ``arrays`` can be asked for here
+        (so that a term of value 0 carrying only their derivatives can be left
+        out).  Conservative: only PyTorch, whose arrays say so, answers True for
+        a differentiable framework."""
+        return not self.differentiable
+
     def canonical(self, x):
         """The caller's array as the framework's plain array type (TensorFlow:
         a ``tf.Variable`` read as a tensor, whose gradient reaches the variable)."""

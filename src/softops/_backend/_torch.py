@@ -118,6 +118,9 @@ class TorchBackend(Backend):
     def stop_gradient(self, x):
         return x.detach()
 
+    def constant(self, *arrays) -> bool:
+        return not (_transformed() or (torch.is_grad_enabled() and any(a.requires_grad for a in arrays)))
+
     def custom_derivative(self, fwd, bwd, smooth):
         op = (fwd, bwd, smooth)
 
