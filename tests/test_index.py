@@ -392,18 +392,19 @@ def test_hostile_indices_stay_finite(diff_backend, dtype):
                 assert np.isfinite(h.vjp(f, x, np.ones(out.shape))).all()
 
 
-def _forward_mode_tangent(h, f, x, dtype):
-    """The tangent of ``f`` at ``x`` along ones, in the framework's forward mode."""
+def _forward_mode(h, f, x, dtype):
+    """``(value, tangent)`` of ``f`` at ``x`` along ones, in the framework's
+    forward mode (None where the harness has none here)."""
     if h.name == "torch":
         import torch
 
         xt = h.asarray(x, dtype)
-        return h.to_numpy(torch.func.jvp(f, (xt,), (torch.ones_like(xt),))[1])
+        return tuple(h.to_numpy(a) for a in torch.func.jvp(f, (xt,), (torch.ones_like(xt),)))
     if h.name == "jax":
         import jax
 
         xj = h.asarray(x, dtype)
-        return h.to_numpy(jax.jvp(f, (xj,), (h.xp.ones_like(xj),))[1])
+        return tuple(h.to_numpy(a) for a in jax.jvp(f, (xj,), (h.xp.ones_like(xj),)))
     return None
 
 
@@ -413,17 +414,19 @@ def _forward_mode_tangent(h, f, x, dtype):
 def test_index_gradient_near_the_float_maximum(diff_backend, rng, dtype, mode, padding):
     """Audit R11: with samples near the dtype's maximum, the derivative in the
     index is the true one (the same read of the samples scaled by 2^-20, in
-    float64, times 2^20) wherever that fits the dtype, and saturates at +- the
-    largest finite number beyond; never NaN, in reverse and forward mode, for
+    float64, times 2^20) wherever that fits the dtype; beyond, it saturates at
+    +- the largest finite number (reverse mode) or is +-inf (forward mode); never NaN, in reverse and forward mode, for
     1-D, 2-D and batched reads.  (The autodiff of sum_c w_c(t) a_c met
     overflowed terms as inf - inf.)"""
     h = diff_backend
     big = float(np.finfo(dtype).max)
     scale = 2.0**20
-    a1 = (rng.choice([-1.0, 1.0], size=9) * rng.uniform(0.3, 1.0, size=9) * big).astype(dtype).astype(np.float64)
+    a1 = rng.choice([-1.0, 1.0], size=9) * rng.uniform(0.3, 1.0, size=9) * big
+    a1[:5] = np.array([1.0, 1.0, 1.0, -1.0, 1.0]) * 0.99 * big  # a cubic read at 1.5 overshoots the maximum
+    a1 = a1.astype(dtype).astype(np.float64)
     a2 = (rng.choice([-1.0, 1.0], size=(5, 6)) * rng.uniform(0.3, 1.0, size=(5, 6)) * big).astype(dtype)
     a2 = a2.astype(np.float64)
-    i1 = np.array([0.5, 1.25, 2.0, 2.5, 3.75, 5.5, 6.9, 7.0, -0.4, 8.6])
+    i1 = np.array([0.5, 1.25, 1.5, 2.0, 2.5, 3.75, 5.5, 6.9, 7.0, -0.4, 8.6])
     i2 = np.array([[0.5, 1.25], [2.0, 2.5], [3.75, 0.5], [1.1, 4.6], [3.0, 3.0]])
     reads = [
         (lambda a: (lambda i: softops.lookup(a, i, mode=mode, padding=padding)), a1, i1),
@@ -441,14 +444,20 @@ def test_index_gradient_near_the_float_maximum(diff_backend, rng, dtype, mode, p
         np.testing.assert_allclose(got[fits], want[fits], rtol=tol, atol=tol * big)
         beyond = np.abs(want) > (1 + 4 * tol) * big
         np.testing.assert_array_equal(got[beyond], np.sign(want[beyond]) * big)
-        tangent = _forward_mode_tangent(h, f, index, dtype)
-        if tangent is not None and index.ndim == 1:
-            np.testing.assert_allclose(tangent[fits], want[fits], rtol=tol, atol=tol * big)
-            np.testing.assert_array_equal(tangent[beyond], np.sign(want[beyond]) * big)
         value = h.to_numpy(out)
+        forward = _forward_mode(h, f, index, dtype)
+        if forward is not None:
+            np.testing.assert_array_equal(forward[0], value)  # an overflowed read stays +-inf, never NaN
+        if forward is not None and index.ndim == 1:
+            np.testing.assert_allclose(forward[1][fits], want[fits], rtol=tol, atol=tol * big)
+            # beyond the range: +-inf in forward mode (+- the largest number in reverse mode)
+            assert np.all(np.sign(forward[1][beyond]) == np.sign(want[beyond])), forward[1][beyond]
+            assert np.all(np.abs(forward[1][beyond]) >= big), forward[1][beyond]
         value_want = h.to_numpy(make(h.asarray(a / scale))(h.asarray(index))) * scale
         finite = np.abs(value_want) < big
         np.testing.assert_allclose(value[finite], value_want[finite], rtol=tol, atol=tol * big)
+        over = np.abs(value_want) > (1 + 4 * tol) * big
+        np.testing.assert_array_equal(value[over], np.sign(value_want[over]) * np.inf)
 
 
 @pytest.mark.parametrize("padding", PADDINGS)

@@ -78,11 +78,11 @@ def _make_primitives():
     pullback_p.multiple_results = True
 
     tangent_p.def_impl(_tangent_smooth)
-    tangent_p.def_abstract_eval(lambda *args, op, n_p, n_r, diff: jax.core.ShapedArray(
-        args[n_p].shape, args[n_p].dtype))
+    # Abstract values as given (shape, dtype and sharding: under explicit
+    # sharding a lost sharding would mismatch the arrays it meets).
+    tangent_p.def_abstract_eval(lambda *args, op, n_p, n_r, diff: args[n_p])
     pullback_p.def_impl(_pullback_kernel)
-    pullback_p.def_abstract_eval(lambda *args, op, n_p, n_r, diff: [
-        jax.core.ShapedArray(args[i].shape, args[i].dtype) for i in diff])
+    pullback_p.def_abstract_eval(lambda *args, op, n_p, n_r, diff: [args[i] for i in diff])
     mlir.register_lowering(tangent_p, mlir.lower_fun(_tangent_smooth, multiple_results=False))
     mlir.register_lowering(pullback_p, mlir.lower_fun(_pullback_kernel, multiple_results=True))
 
@@ -123,7 +123,7 @@ def _make_primitives():
     # its lowering never reads s, so XLA drops s where no derivative needs it.
     delta_p = Primitive("softops_delta")
     delta_p.def_impl(jnp.zeros_like)
-    delta_p.def_abstract_eval(lambda s: jax.core.ShapedArray(s.shape, s.dtype))
+    delta_p.def_abstract_eval(lambda s: s)  # s's shape, dtype and sharding
     mlir.register_lowering(delta_p, mlir.lower_fun(jnp.zeros_like, multiple_results=False))
     ad.primitive_jvps[delta_p] = lambda primals, tangents: (delta_p.bind(*primals), tangents[0])
     batching.primitive_batchers[delta_p] = lambda args, dims: (delta_p.bind(*args), dims[0])
