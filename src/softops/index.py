@@ -478,7 +478,7 @@ def lookup(arr, index, axis=0, *, mode="linear", padding="clamp", hard=False):
     ``grid_sample``).  It is summed over the taps before it meets the upstream
     gradient, so it is finite wherever its true value fits the dtype, also for
     samples near the float maximum; beyond that it is +- the dtype's largest
-    finite number.  ``padding`` ("clamp", "zeros", "wrap", "reflect") sets the
+    finite number in reverse mode (+-inf in forward mode).  ``padding`` ("clamp", "zeros", "wrap", "reflect") sets the
     values beyond the ends (see ``soft_index``).  ``hard=True`` returns the nearest
     sample itself (an element of ``arr``, or 0 outside with "zeros") with the
     gradient of ``mode``'s interpolant.  Integer indices read exactly.
