@@ -338,3 +338,28 @@ def test_permutahedron_blocks_near_the_float_maximum(backend, dtype):
         got = backend.to_numpy(out)
         assert np.all(np.isfinite(got)), got
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,scale", [("float32", 1e7), ("float64", 1e20)])
+def test_kl_forward_mode_under_xla_matches_eager(dtype, scale):
+    """The KL projection's re-expression under ``jax.jit``: XLA fuses ``c z -
+    c z_first`` into one multiply-add, which leaves the rounding error of ``c
+    z_first`` (not 0) for a block's first entry; exponentiated it was inf or 0
+    once ``c z`` reached about 1e9 (float32) or 1e17 (float64): nan or wrong
+    tangents that eager JAX did not show.  Scaled values now enter as ``c (z -
+    z_first)``."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    x = jnp.asarray(np.array([[0.3, -1.2, 2.0, 0.5, 1.7, -0.4, 0.5]]) * scale, dtype)
+    dx = jnp.asarray(np.cos(np.arange(7.0))[None], dtype)
+    kl = softops.Permutahedron("kl")
+    for op in (softops.soft_rank, softops.soft_sort):
+        for t in (1e-3, 1.0):
+            f = lambda v, op=op, t=t: op(v, temperature=t, method=kl)
+            jitted = np.asarray(jax.jit(lambda v, d: jax.jvp(f, (v,), (d,))[1])(x, dx), float)
+            with jax.disable_jit():
+                eager = np.asarray(jax.jvp(f, (x,), (dx,))[1], float)
+            assert np.all(np.isfinite(jitted)), (op.__name__, t, jitted)
+            np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-5 * np.abs(eager).max(),
+                                       err_msg=f"{op.__name__} T={t}")

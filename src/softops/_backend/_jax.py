@@ -11,6 +11,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from softops._backend import Backend
 
@@ -93,7 +94,11 @@ def _make_primitives():
         def rule(primals_in, tangents_in, **params):
             n_p, n_r, diff = params["n_p"], params["n_r"], params["diff"]
             value = primitive.bind(*primals_in, **params)
-            moving = (*diff, *range(n_p + 1 + n_r, len(primals_in)))
+            # Every primal with a tangent moves, not only diff (those with an
+            # inner tangent): an outer derivative in an input the inner one held.
+            moving = (*(i for i in range(n_p) if type(tangents_in[i]) is not ad.Zero
+                        and jnp.issubdtype(primals_in[i].dtype, jnp.inexact)),
+                      *range(n_p + 1 + n_r, len(primals_in)))
             dirs = tuple(ad.instantiate_zeros(tangents_in[i]) for i in moving)
             _, tangent = jax.jvp(lambda *m: smooth(*_with(primals_in, moving, m), **params),
                                  tuple(primals_in[i] for i in moving), dirs)
@@ -162,8 +167,8 @@ def _custom_function(fwd, bwd, smooth):
     def function(*arrays):
         return value(*arrays)[0]
 
-    @jax.jit
-    def rule(primals, tangents):
+    @functools.partial(jax.jit, static_argnames="live")
+    def rule(primals, tangents, live):
         # One program too: eager transforms (jax.grad, jax.jvp) would compile
         # every operation separately for each new shape.
         out, residuals = value(*(jax.lax.stop_gradient(a) for a in primals))
@@ -171,14 +176,21 @@ def _custom_function(fwd, bwd, smooth):
         # Value 0 (out keeps the kernel's value), the derivatives of smooth: what an
         # outer transform differentiates (higher orders); dropped by XLA otherwise.
         delta = delta_p.bind(smooth(jnp, primals, out, residuals))
-        diff = tuple(i for i, a in enumerate(primals) if jnp.issubdtype(a.dtype, jnp.inexact))
-        t = tangent_p.bind(*primals, out, *residuals, *(tangents[i] for i in diff),
-                           op=op, n_p=len(primals), n_r=len(residuals), diff=diff)
+        t = (tangent_p.bind(*primals, out, *residuals, *tangents,
+                            op=op, n_p=len(primals), n_r=len(residuals), diff=live)
+             if live else jnp.zeros_like(out))
         return out + jnp.where(infinite, 0.0, delta), t
 
-    @function.defjvp
+    # Symbolic zeros: only the inputs that carry a tangent enter the tangent map.
+    # An input held constant (a Python-float temperature, traced by a jit inside
+    # an operation) contributed 0 * (its partial derivative), nan where that
+    # partial overflows (1 / T^2 at T below about 1 / sqrt(max)).
     def function_jvp(primals, tangents):
-        return rule(tuple(primals), tuple(tangents))
+        live = tuple(i for i, (a, t) in enumerate(zip(primals, tangents))
+                     if jnp.issubdtype(a.dtype, jnp.inexact) and not isinstance(t, SymbolicZero))
+        return rule(tuple(primals), tuple(tangents[i] for i in live), live)
+
+    function.defjvp(function_jvp, symbolic_zeros=True)
 
     return function
 

@@ -103,29 +103,48 @@ def _block_sum(backend: Backend, v, start):
     return backend.take(backend.segment_sum(v, start), start)
 
 
-def _block_stat(backend: Backend, v, start, size, kl: bool):
-    """``mean_B(v)`` (l2) or ``LSE_B(v)`` (kl) per sorted position; ``v`` is
-    sorted descending, so a block's first entry is its maximum."""
-    xp = backend.xp
-    if not kl:
-        return _block_sum(backend, v, start) / size
-    top = backend.stop_gradient(backend.take(v, start))
-    return top + xp.log(_block_sum(backend, xp.exp(v - top), start))
+def _block_mean(backend: Backend, v, start, size):
+    """``mean_B(v)`` per sorted position."""
+    return _block_sum(backend, v, start) / size
+
+
+def _block_lse_gap(backend: Backend, d, start):
+    """``LSE_B(v) - v_first`` per sorted position from ``d = v - v_first`` (``v``
+    sorted descending, so ``d <= 0`` and no exponential overflows)."""
+    return backend.xp.log(_block_sum(backend, backend.xp.exp(d), start))
 
 
 def _smooth(backend: Backend, zs, ws, c, start, kl: bool):
     """The kernel's primal on sorted rows from its partition ``start``, as a
     differentiable function of ``zs``, ``ws`` and the scale ``c`` (infinite
-    entries read as 0: their blocks are constants; a NaN stays NaN)."""
+    entries read as 0: their blocks are constants; a NaN stays NaN).
+
+    Scaled values enter only as ``c (z - z_first)``, a block's first entry held
+    constant (the log-sum-exp's shift): never as ``c z - c z_first``, which
+    XLA's fused multiply-add evaluates as the rounding error of ``c z_first``
+    (a single entry's ``exp`` of it was inf or 0 once ``c z`` reached about
+    1e17 in float64 or 1e9 in float32: nan derivatives)."""
     xp = backend.xp
     zs = xp.where(xp.isinf(zs), 0.0, zs)
     ws = xp.where(xp.isinf(ws), 0.0, ws)
     size = _block_sum(backend, xp.ones_like(zs), start)
+    first = backend.stop_gradient(backend.take(zs, start))
+    # A flat block (one entry, or a tie: every block once the temperature is
+    # small against the gaps of z) does not depend on c: its terms carry c
+    # held constant.  Its derivative in c is exactly 0, whereas the chain rule
+    # through 1 / T gave 0 * (dT / T^2), nan once 1 / T^2 overflows (T below
+    # about 1 / sqrt(max): 5e-20 in float32) in forward mode.
+    flat = _block_sum(backend, xp.astype(zs == first, zs.dtype), start) == size
     c = c[..., None]
+    c = xp.where(flat, backend.stop_gradient(c), c)
     if kl:
-        cz = c * zs
-        return cz - _block_stat(backend, cz, start, size, True) + _block_stat(backend, ws, start, size, True)
-    return c * (zs - _block_stat(backend, zs, start, size, False)) + _block_stat(backend, ws, start, size, False)
+        # c z - LSE_B(c z) + LSE_B(w); a single entry's first two terms are 0
+        # for every z: z held there, so its second derivative is 0 rather
+        # than 0 * c^2.
+        d = c * (xp.where(size == 1, first, zs) - first)
+        w_first = backend.stop_gradient(backend.take(ws, start))
+        return d - _block_lse_gap(backend, d, start) + w_first + _block_lse_gap(backend, ws - w_first, start)
+    return c * (zs - _block_mean(backend, zs, start, size)) + _block_mean(backend, ws, start, size)
 
 
 def _make_ops(kl: bool):
