@@ -363,3 +363,23 @@ def test_kl_forward_mode_under_xla_matches_eager(dtype, scale):
             assert np.all(np.isfinite(jitted)), (op.__name__, t, jitted)
             np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-5 * np.abs(eager).max(),
                                        err_msg=f"{op.__name__} T={t}")
+
+
+@pytest.mark.parametrize("method", ["permutahedron", softops.Permutahedron("kl")])
+def test_temperature_floor_under_xla_matches_eager(method):
+    """The permutahedron floors the temperature at ``max|x| / max``; XLA turned
+    that division by a constant into a product with ``1 / max``, subnormal in
+    float32 and flushed to 0, so under ``jax.jit`` the floor was 0 and a tie's
+    gradient at a smaller temperature followed ``1 / T`` (-1.7e29) where eager
+    JAX followed the floor (-2.9e25)."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    x = jnp.asarray(np.array([[0.3, -1.2, 2.0, 0.5, 0.5, 1.7]]) * 1e12, "float32")
+    w = jnp.asarray(np.cos(np.arange(6.0))[None], "float32")
+    for op in (softops.soft_rank, softops.soft_sort):
+        f = lambda v, op=op: jnp.sum(op(v, temperature=1e-30, method=method) * w)
+        eager = np.asarray(jax.grad(f)(x), float)
+        jitted = np.asarray(jax.jit(jax.grad(f))(x), float)
+        assert np.all(np.isfinite(eager)), eager
+        np.testing.assert_allclose(jitted, eager, rtol=1e-5, err_msg=op.__name__)

@@ -268,7 +268,10 @@ def _floored_temperature(backend: Backend, temperature, bound, like):
         if isinstance(temperature, float):
             return max(temperature, floor)
     else:
-        floor = backend.stop_gradient(bound / big)[..., None]
+        # A true division: compilers (XLA) turn a division by a constant into a
+        # product with its reciprocal, which is subnormal in float32 and
+        # flushed to 0 (the floor was 0 under jax.jit).
+        floor = backend.stop_gradient(bound / xp.where(xp.isnan(bound), bound, big))[..., None]
         if isinstance(temperature, float):
             return xp.clip(floor, min=temperature)  # max(floor, T), sharded as floor
     if temperature.ndim == 0:
